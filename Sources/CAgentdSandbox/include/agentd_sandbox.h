@@ -1,0 +1,192 @@
+/*
+ * agentd_sandbox.h — the only C in agentd's sandbox path.
+ *
+ * Why C at all: between clone3() and execve() the new process shares the
+ * daemon's address space (CLONE_VM, like posix_spawn) and must not run Swift
+ * code, take locks, allocate or touch errno.  Everything it needs (paths,
+ * mount plan, seccomp BPF, argv/envp) is built by Swift *before* the clone;
+ * the child only walks that plan making raw system calls.
+ *
+ * Conventions (see ARCHITECTURE.md): every function is prefixed `agentd_`,
+ * returns -1 on failure and reports the errno plus the stage that failed.
+ */
+#ifndef AGENTD_SANDBOX_H
+#define AGENTD_SANDBOX_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- mount plan --------------------------------------------------------- */
+
+enum agentd_op_kind {
+    AGENTD_OP_MOUNT = 1,   /* mount(source, target, fstype, flags, data)        */
+    AGENTD_OP_MKDIR = 2,   /* mkdirat(target, mode); EEXIST is not an error      */
+    AGENTD_OP_MKNOD = 3,   /* mknodat(target, mode, dev)                         */
+    AGENTD_OP_SYMLINK = 4, /* symlinkat(source -> target)                        */
+    AGENTD_OP_MOVE_MOUNT = 5, /* move_mount(fd, "", target): attach a detached tree */
+};
+
+/* One step of the plan the child executes in order. */
+struct agentd_op {
+    int kind;
+    int optional;          /* 1: ENOENT on the target skips the step          */
+    const char *source;
+    const char *target;
+    const char *fstype;
+    const char *data;
+    unsigned long flags;
+    unsigned int mode;
+    unsigned long long dev;
+    int fd;
+};
+
+struct agentd_rlimit {
+    int resource;
+    unsigned long long soft;
+    unsigned long long hard;
+};
+
+/* ---- spawning a sandbox init ------------------------------------------- */
+
+/* Stages reported when the child fails; agentd_stage_name() names them. */
+enum agentd_stage {
+    AGENTD_STAGE_NONE = 0,
+    AGENTD_STAGE_CLONE,
+    AGENTD_STAGE_CGROUP_ATTACH,
+    AGENTD_STAGE_CGROUPNS,
+    AGENTD_STAGE_SYNC,
+    AGENTD_STAGE_USERNS_MAP,
+    AGENTD_STAGE_NETNS,
+    AGENTD_STAGE_MOUNT_PRIVATE,
+    AGENTD_STAGE_PLAN,          /* a plan step; err_index says which */
+    AGENTD_STAGE_LOOPBACK,
+    AGENTD_STAGE_HOSTNAME,
+    AGENTD_STAGE_PIVOT_ROOT,
+    AGENTD_STAGE_CHDIR,
+    AGENTD_STAGE_RLIMIT,
+    AGENTD_STAGE_FDS,
+    AGENTD_STAGE_SETSID,
+    AGENTD_STAGE_CAPS,
+    AGENTD_STAGE_NO_NEW_PRIVS,
+    AGENTD_STAGE_SECCOMP,
+    AGENTD_STAGE_EXEC,
+};
+
+struct agentd_spawn_config {
+    uint64_t clone_flags;      /* CLONE_NEW* flags for clone3                     */
+    int cgroup_fd;             /* >= 0: CLONE_INTO_CGROUP (cgroup v2)             */
+    const int *attach_fds;     /* cgroup v1: open cgroup.procs files; the child   */
+    int n_attach_fds;          /*   writes "0" to each before anything else       */
+    int unshare_cgroupns;      /* v1: unshare(CLONE_NEWCGROUP) after attaching    */
+    int netns_fd;              /* >= 0: setns() into this (pre-made) network ns   */
+    const char *uid_map;       /* user namespace maps written by the parent, or   */
+    const char *gid_map;       /*   NULL when clone_flags has no CLONE_NEWUSER    */
+
+    const struct agentd_op *ops;
+    int n_ops;
+    const char *new_root;      /* pivot_root() here (a mount made by the plan)   */
+    const char *workdir;       /* chdir() after pivot, absolute in the new root   */
+    const char *hostname;
+    int loopback_up;           /* bring `lo` up in the new network namespace     */
+    const struct agentd_rlimit *rlimits;
+    int n_rlimits;
+    const void *seccomp_prog;  /* struct sock_fprog *, or NULL                    */
+    int last_cap;              /* highest capability number to drop              */
+    int nondumpable;           /* PR_SET_DUMPABLE 0 before exec (init re-sets)    */
+
+    int stdio[3];              /* fds for 0,1,2; -1: /dev/null of the new root    */
+    const int *pass_fds;       /* become fds 3, 4, ... in the child              */
+    int n_pass_fds;
+    int exec_fd;               /* program to run: execveat(fd, "", AT_EMPTY_PATH) */
+    const char *exec_path;     /*   or, when exec_fd < 0, this path (new root)    */
+    char *const *argv;
+    char *const *envp;
+};
+
+struct agentd_spawn_result {
+    pid_t pid;
+    int pidfd;
+    int stage;                 /* enum agentd_stage on failure                    */
+    int err;                   /* errno on failure                                */
+    int err_index;             /* plan step index for AGENTD_STAGE_PLAN           */
+};
+
+/* Clone the sandbox init: returns 0 once the child has exec'd (pid, pidfd
+ * filled in), -1 with stage/err filled in when any step failed (the child has
+ * then exited and been reaped).  Blocks the calling thread until then. */
+int agentd_spawn(const struct agentd_spawn_config *cfg, struct agentd_spawn_result *res);
+
+const char *agentd_stage_name(int stage);
+
+/* ---- seccomp ------------------------------------------------------------ */
+
+enum agentd_seccomp_cmp {
+    AGENTD_CMP_NONE = 0,
+    AGENTD_CMP_MASKED_EQ = 1,  /* (arg & mask) == value */
+};
+
+struct agentd_seccomp_rule {
+    const char *syscall;       /* by name; names unknown on an arch are skipped   */
+    int err;                   /* errno to return                                 */
+    int cmp;                   /* enum agentd_seccomp_cmp                         */
+    unsigned int arg;
+    uint64_t mask;
+    uint64_t value;
+};
+
+/* Compile a deny-list filter (default allow) with libseccomp for the native
+ * architecture and its compat ones.  On success *out is malloc'd BPF
+ * (struct sock_filter[]) of *out_len bytes; free with free(). */
+int agentd_seccomp_compile(const struct agentd_seccomp_rule *rules, int n_rules,
+                           unsigned char **out, size_t *out_len, int *err_out);
+
+/* ---- small helpers the parent needs ------------------------------------ */
+
+/* Highest capability the running kernel knows (libcap). */
+int agentd_last_cap(void);
+
+/* A user namespace with the given maps, held by the returned fd (for
+ * idmapped mounts).  -1 with errno on failure. */
+int agentd_userns_create(const char *uid_map, const char *gid_map);
+
+/* A detached, read-only clone of the tree at `path`, idmapped through
+ * `userns_fd` when >= 0.  -1 with errno on failure. */
+int agentd_detached_tree(const char *path, int userns_fd);
+
+/* A network namespace with `lo` up, held by the returned fd. -1/errno. */
+int agentd_netns_create(void);
+
+/* pidfd_open(2) / pidfd_send_signal(2); -1 with errno. */
+int agentd_pidfd_open(pid_t pid);
+int agentd_pidfd_signal(int pidfd, int sig);
+
+/* openat2(2) with RESOLVE_IN_ROOT|RESOLVE_NO_MAGICLINKS: open `path` as seen
+ * from the root directory `rootfd`, never escaping it.  -1 with errno. */
+int agentd_open_in_root(int rootfd, const char *path, int flags, unsigned int mode);
+
+/* Send a message with file descriptors attached (SCM_RIGHTS). */
+ssize_t agentd_send_fds(int sock, const void *buf, size_t len, const int *fds, int n_fds);
+
+/* A sealed, executable in-memory copy of `len` bytes (for the init binary). */
+int agentd_sealed_memfd(const char *name, const void *data, size_t len);
+
+/* ---- GNU shims (shims.c) -------------------------------------------------- */
+
+int agentd_pipe2_cloexec(int fds[2]);
+int agentd_open_path(const char *path, int directory);
+extern const int agentd_o_path;
+/* st_mode of `path` (following symlinks), or -1 with errno. */
+long long agentd_stat_mode(const char *path);
+/* f_type of the file system holding `fd` (statfs), or -1 with errno. */
+long long agentd_fs_magic(int fd);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

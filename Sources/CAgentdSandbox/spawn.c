@@ -1,0 +1,767 @@
+/*
+ * spawn.c — clone the sandbox's init into its namespaces and cgroup, set up
+ * its root filesystem from a prepared plan, drop every privilege, exec.
+ *
+ * The child is created with clone3(CLONE_VM): it runs on its own stack in the
+ * daemon's address space until execve() replaces it, which is why it
+ *   - makes raw system calls only (no errno, no locks, no allocation),
+ *   - reads nothing that the parent might change (the config is immutable
+ *     until agentd_spawn() returns, which is after the exec),
+ *   - reports failures as {stage, errno, step} over a close-on-exec pipe;
+ *     end-of-file on that pipe means the exec succeeded.
+ */
+#define _GNU_SOURCE
+#include "agentd_sandbox.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <linux/sched.h>
+#include <linux/securebits.h>
+#include <net/if.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef CLONE_INTO_CGROUP
+#define CLONE_INTO_CGROUP 0x200000000ULL
+#endif
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+#ifndef MOVE_MOUNT_F_EMPTY_PATH
+#define MOVE_MOUNT_F_EMPTY_PATH 0x00000004
+#endif
+
+/* Raw system call: returns the result or -errno, never touches errno. */
+static inline long sc(long n, long a, long b, long c, long d, long e, long f)
+{
+#if defined(__x86_64__)
+    long ret;
+    register long r10 __asm__("r10") = d;
+    register long r8 __asm__("r8") = e;
+    register long r9 __asm__("r9") = f;
+    __asm__ volatile("syscall"
+                     : "=a"(ret)
+                     : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
+                     : "rcx", "r11", "memory");
+    return ret;
+#elif defined(__aarch64__)
+    register long x8 __asm__("x8") = n;
+    register long x0 __asm__("x0") = a;
+    register long x1 __asm__("x1") = b;
+    register long x2 __asm__("x2") = c;
+    register long x3 __asm__("x3") = d;
+    register long x4 __asm__("x4") = e;
+    register long x5 __asm__("x5") = f;
+    __asm__ volatile("svc 0"
+                     : "+r"(x0)
+                     : "r"(x8), "r"(x1), "r"(x2), "r"(x3), "r"(x4), "r"(x5)
+                     : "memory");
+    return x0;
+#endif
+}
+#define SC0(n) sc((n), 0, 0, 0, 0, 0, 0)
+#define SC1(n, a) sc((n), (long)(a), 0, 0, 0, 0, 0)
+#define SC2(n, a, b) sc((n), (long)(a), (long)(b), 0, 0, 0, 0)
+#define SC3(n, a, b, c) sc((n), (long)(a), (long)(b), (long)(c), 0, 0, 0)
+#define SC4(n, a, b, c, d) sc((n), (long)(a), (long)(b), (long)(c), (long)(d), 0, 0)
+#define SC5(n, a, b, c, d, e) sc((n), (long)(a), (long)(b), (long)(c), (long)(d), (long)(e), 0)
+
+extern long agentd_clone3_run(struct clone_args *args, size_t size, int (*fn)(void *), void *arg);
+
+/* What the child sends back when a step fails. */
+struct child_report {
+    int stage;
+    int err;
+    int index;
+};
+
+struct child_ctx {
+    const struct agentd_spawn_config *cfg;
+    int report_fd;
+    int sync_fd;
+};
+
+/* Kernel layout of struct sigaction for rt_sigaction(2). */
+struct k_sigaction {
+    void *handler;
+    unsigned long flags;
+    void *restorer;
+    unsigned long mask;
+};
+
+static void child_fail(int fd, int stage, long rc, int index)
+{
+    struct child_report r = {stage, (int)-rc, index};
+    SC3(SYS_write, fd, &r, sizeof r);
+    SC1(SYS_exit_group, 127);
+}
+
+#define CHECK(call, stage, index)                                  \
+    do {                                                           \
+        long _rc = (call);                                         \
+        if (_rc < 0)                                               \
+            child_fail(ctx->report_fd, (stage), _rc, (index));     \
+    } while (0)
+
+static int child_main(void *arg)
+{
+    struct child_ctx *ctx = arg;
+    const struct agentd_spawn_config *cfg = ctx->cfg;
+
+    /* Signal handlers are the daemon's: make every disposition default so
+     * no Swift handler can run here and nothing stays ignored after exec. */
+    struct k_sigaction dfl = {0};
+    for (int sig = 1; sig < 65; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            SC4(SYS_rt_sigaction, sig, &dfl, 0, 8);
+
+    /* cgroup v1: move ourselves into each controller's cgroup first, so all
+     * that follows is accounted there. */
+    for (int i = 0; i < cfg->n_attach_fds; i++)
+        CHECK(SC3(SYS_write, cfg->attach_fds[i], "0", 1), AGENTD_STAGE_CGROUP_ATTACH, i);
+    if (cfg->unshare_cgroupns)
+        CHECK(SC1(SYS_unshare, CLONE_NEWCGROUP), AGENTD_STAGE_CGROUPNS, 0);
+
+    /* user namespace: wait until the parent has written our id maps. */
+    if (ctx->sync_fd >= 0) {
+        char c;
+        long n = SC3(SYS_read, ctx->sync_fd, &c, 1);
+        if (n != 1)
+            child_fail(ctx->report_fd, AGENTD_STAGE_SYNC, n < 0 ? n : -EPIPE, 0);
+        SC1(SYS_close, ctx->sync_fd);
+    }
+
+    if (cfg->netns_fd >= 0)
+        CHECK(SC2(SYS_setns, cfg->netns_fd, CLONE_NEWNET), AGENTD_STAGE_NETNS, 0);
+
+    /* Nothing we mount may propagate back to the host. */
+    CHECK(SC5(SYS_mount, 0, "/", 0, MS_REC | MS_PRIVATE, 0), AGENTD_STAGE_MOUNT_PRIVATE, 0);
+
+    /* The plan sets modes exactly (device nodes are 0666). */
+    SC1(SYS_umask, 0);
+    for (int i = 0; i < cfg->n_ops; i++) {
+        const struct agentd_op *op = &cfg->ops[i];
+        long rc = 0;
+        switch (op->kind) {
+        case AGENTD_OP_MOUNT:
+            rc = SC5(SYS_mount, op->source, op->target, op->fstype, op->flags, op->data);
+            break;
+        case AGENTD_OP_MKDIR:
+            rc = SC3(SYS_mkdirat, AT_FDCWD, op->target, op->mode);
+            if (rc == -EEXIST)
+                rc = 0;
+            break;
+        case AGENTD_OP_MKNOD:
+            rc = SC4(SYS_mknodat, AT_FDCWD, op->target, op->mode, op->dev);
+            break;
+        case AGENTD_OP_SYMLINK:
+            rc = SC3(SYS_symlinkat, op->source, AT_FDCWD, op->target);
+            if (rc == -EEXIST)
+                rc = 0;
+            break;
+        case AGENTD_OP_MOVE_MOUNT:
+            rc = SC5(SYS_move_mount, op->fd, "", AT_FDCWD, op->target, MOVE_MOUNT_F_EMPTY_PATH);
+            break;
+        default:
+            rc = -EINVAL;
+        }
+        if (rc == -ENOENT && op->optional)
+            continue;
+        if (rc < 0)
+            child_fail(ctx->report_fd, AGENTD_STAGE_PLAN, rc, i);
+    }
+    SC1(SYS_umask, 022);
+
+    if (cfg->loopback_up) {
+        long s = SC3(SYS_socket, AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        CHECK(s, AGENTD_STAGE_LOOPBACK, 0);
+        struct ifreq ifr;
+        memset(&ifr, 0, sizeof ifr);
+        ifr.ifr_name[0] = 'l';
+        ifr.ifr_name[1] = 'o';
+        CHECK(SC3(SYS_ioctl, s, SIOCGIFFLAGS, &ifr), AGENTD_STAGE_LOOPBACK, 1);
+        ifr.ifr_flags |= IFF_UP;
+        CHECK(SC3(SYS_ioctl, s, SIOCSIFFLAGS, &ifr), AGENTD_STAGE_LOOPBACK, 2);
+        SC1(SYS_close, s);
+    }
+
+    if (cfg->hostname)
+        CHECK(SC2(SYS_sethostname, cfg->hostname, strlen(cfg->hostname)), AGENTD_STAGE_HOSTNAME, 0);
+
+    /* pivot_root(".", ".") stacks the old root on top of the new one; the
+     * lazy unmount then drops the whole host tree from this namespace. */
+    CHECK(SC1(SYS_chdir, cfg->new_root), AGENTD_STAGE_PIVOT_ROOT, 0);
+    CHECK(SC2(SYS_pivot_root, ".", "."), AGENTD_STAGE_PIVOT_ROOT, 1);
+    CHECK(SC2(SYS_umount2, ".", MNT_DETACH), AGENTD_STAGE_PIVOT_ROOT, 2);
+    CHECK(SC1(SYS_chdir, "/"), AGENTD_STAGE_CHDIR, 0);
+    if (cfg->workdir)
+        CHECK(SC1(SYS_chdir, cfg->workdir), AGENTD_STAGE_CHDIR, 1);
+
+    /* File descriptors: first lift every fd we keep above all targets, then
+     * place them, then close the rest of the daemon's table. */
+    int n = cfg->n_pass_fds;
+    int base = 3 + n + 2;
+    int highest = ctx->report_fd;
+    for (int i = 0; i < 3; i++)
+        if (cfg->stdio[i] > highest)
+            highest = cfg->stdio[i];
+    for (int i = 0; i < n; i++)
+        if (cfg->pass_fds[i] > highest)
+            highest = cfg->pass_fds[i];
+    if (cfg->exec_fd > highest)
+        highest = cfg->exec_fd;
+    if (highest + 1 > base)
+        base = highest + 1;
+
+    int hi_stdio[3], hi_pass[64], hi_report, hi_exec = -1;
+    if (n > 64)
+        child_fail(ctx->report_fd, AGENTD_STAGE_FDS, -EINVAL, 0);
+    for (int i = 0; i < 3; i++) {
+        hi_stdio[i] = -1;
+        if (cfg->stdio[i] >= 0) {
+            long fd = SC3(SYS_fcntl, cfg->stdio[i], F_DUPFD_CLOEXEC, base);
+            CHECK(fd, AGENTD_STAGE_FDS, 1);
+            hi_stdio[i] = (int)fd;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        long fd = SC3(SYS_fcntl, cfg->pass_fds[i], F_DUPFD_CLOEXEC, base);
+        CHECK(fd, AGENTD_STAGE_FDS, 2);
+        hi_pass[i] = (int)fd;
+    }
+    {
+        long fd = SC3(SYS_fcntl, ctx->report_fd, F_DUPFD_CLOEXEC, base);
+        CHECK(fd, AGENTD_STAGE_FDS, 3);
+        hi_report = (int)fd;
+        ctx->report_fd = hi_report;
+    }
+    if (cfg->exec_fd >= 0) {
+        long fd = SC3(SYS_fcntl, cfg->exec_fd, F_DUPFD_CLOEXEC, base);
+        CHECK(fd, AGENTD_STAGE_FDS, 4);
+        hi_exec = (int)fd;
+    }
+    for (int i = 0; i < 3; i++) {
+        if (hi_stdio[i] >= 0) {
+            CHECK(SC3(SYS_dup3, hi_stdio[i], i, 0), AGENTD_STAGE_FDS, 5);
+        } else {
+            long fd = SC4(SYS_openat, AT_FDCWD, "/dev/null", O_RDWR | O_CLOEXEC, 0);
+            CHECK(fd, AGENTD_STAGE_FDS, 6);
+            CHECK(SC3(SYS_dup3, fd, i, 0), AGENTD_STAGE_FDS, 7);
+        }
+    }
+    for (int i = 0; i < n; i++)
+        CHECK(SC3(SYS_dup3, hi_pass[i], 3 + i, 0), AGENTD_STAGE_FDS, 8);
+    CHECK(SC3(SYS_dup3, hi_report, 3 + n, O_CLOEXEC), AGENTD_STAGE_FDS, 9);
+    ctx->report_fd = 3 + n;
+    int exec_fd = -1;
+    if (hi_exec >= 0) {
+        CHECK(SC3(SYS_dup3, hi_exec, 4 + n, O_CLOEXEC), AGENTD_STAGE_FDS, 10);
+        exec_fd = 4 + n;
+    }
+    CHECK(SC3(SYS_close_range, 5 + n, ~0U, 0), AGENTD_STAGE_FDS, 11);
+
+    for (int i = 0; i < cfg->n_rlimits; i++) {
+        struct rlimit64 {
+            unsigned long long cur, max;
+        } lim = {cfg->rlimits[i].soft, cfg->rlimits[i].hard};
+        CHECK(SC4(SYS_prlimit64, 0, cfg->rlimits[i].resource, &lim, 0), AGENTD_STAGE_RLIMIT, i);
+    }
+
+    /* A new session: no controlling terminal to inject input into (TIOCSTI). */
+    CHECK(SC0(SYS_setsid), AGENTD_STAGE_SETSID, 0);
+
+    /* Privileges: lock root out of capability gains, empty the bounding and
+     * ambient sets, then every remaining set. */
+    CHECK(SC2(SYS_prctl, PR_SET_SECUREBITS,
+              SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP |
+                  SECBIT_NO_SETUID_FIXUP_LOCKED | SECBIT_KEEP_CAPS_LOCKED),
+          AGENTD_STAGE_CAPS, 0);
+    for (int cap = 0; cap <= cfg->last_cap; cap++)
+        CHECK(SC2(SYS_prctl, PR_CAPBSET_DROP, cap), AGENTD_STAGE_CAPS, 1);
+    CHECK(SC5(SYS_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), AGENTD_STAGE_CAPS, 2);
+    struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[2];
+    memset(data, 0, sizeof data);
+    CHECK(SC2(SYS_capset, &hdr, data), AGENTD_STAGE_CAPS, 3);
+    if (cfg->nondumpable)
+        CHECK(SC2(SYS_prctl, PR_SET_DUMPABLE, 0), AGENTD_STAGE_CAPS, 4);
+    CHECK(SC5(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), AGENTD_STAGE_NO_NEW_PRIVS, 0);
+
+    if (cfg->seccomp_prog)
+        CHECK(SC3(SYS_seccomp, 1 /* SECCOMP_SET_MODE_FILTER */, 0, cfg->seccomp_prog),
+              AGENTD_STAGE_SECCOMP, 0);
+
+    unsigned long empty = 0;
+    SC4(SYS_rt_sigprocmask, SIG_SETMASK, &empty, 0, 8);
+
+    long rc;
+    if (exec_fd >= 0)
+        rc = sc(SYS_execveat, exec_fd, (long)"", (long)cfg->argv, (long)cfg->envp, AT_EMPTY_PATH, 0);
+    else
+        rc = SC3(SYS_execve, cfg->exec_path, cfg->argv, cfg->envp);
+    child_fail(ctx->report_fd, AGENTD_STAGE_EXEC, rc, 0);
+    return 127;
+}
+
+static int write_file(const char *path, const char *text)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    size_t len = strlen(text);
+    ssize_t n = write(fd, text, len);
+    int saved = errno;
+    close(fd);
+    if (n != (ssize_t)len) {
+        errno = n < 0 ? saved : EIO;
+        return -1;
+    }
+    return 0;
+}
+
+static int write_maps(pid_t pid, const char *uid_map, const char *gid_map)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/uid_map", (int)pid);
+    if (write_file(path, uid_map) < 0)
+        return -1;
+    snprintf(path, sizeof path, "/proc/%d/gid_map", (int)pid);
+    return write_file(path, gid_map);
+}
+
+#define CHILD_STACK (256 * 1024)
+
+/* The child's stack: mapped before the clone, with a guard page below. */
+static void *stack_alloc(void)
+{
+    void *p = mmap(NULL, CHILD_STACK, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    mprotect(p, 4096, PROT_NONE);
+    return p;
+}
+
+static long clone_child(struct clone_args *args, void *stack, int (*fn)(void *), void *arg)
+{
+    args->stack = (uint64_t)(uintptr_t)stack;
+    args->stack_size = CHILD_STACK;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    long pid = agentd_clone3_run(args, sizeof *args, fn, arg);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return pid;
+}
+
+int agentd_spawn(const struct agentd_spawn_config *cfg, struct agentd_spawn_result *res)
+{
+    memset(res, 0, sizeof *res);
+    res->pid = -1;
+    res->pidfd = -1;
+
+    int report[2], sync[2] = {-1, -1};
+    int userns = (cfg->clone_flags & CLONE_NEWUSER) != 0;
+    if (pipe2(report, O_CLOEXEC) < 0) {
+        res->stage = AGENTD_STAGE_CLONE;
+        res->err = errno;
+        return -1;
+    }
+    if (userns && pipe2(sync, O_CLOEXEC) < 0) {
+        res->stage = AGENTD_STAGE_CLONE;
+        res->err = errno;
+        close(report[0]);
+        close(report[1]);
+        return -1;
+    }
+    void *stack = stack_alloc();
+    if (!stack) {
+        res->stage = AGENTD_STAGE_CLONE;
+        res->err = errno;
+        close(report[0]);
+        close(report[1]);
+        if (userns) {
+            close(sync[0]);
+            close(sync[1]);
+        }
+        return -1;
+    }
+
+    struct child_ctx ctx = {cfg, report[1], sync[0]};
+    int pidfd = -1;
+    struct clone_args args;
+    memset(&args, 0, sizeof args);
+    args.flags = CLONE_VM | CLONE_PIDFD | cfg->clone_flags;
+    if (cfg->cgroup_fd >= 0) {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = (uint64_t)cfg->cgroup_fd;
+    }
+    args.pidfd = (uint64_t)(uintptr_t)&pidfd;
+    args.exit_signal = SIGCHLD;
+
+    long pid = clone_child(&args, stack, child_main, &ctx);
+    close(report[1]);
+    if (userns)
+        close(sync[0]);
+    if (pid < 0) {
+        res->stage = AGENTD_STAGE_CLONE;
+        res->err = (int)-pid;
+        close(report[0]);
+        if (userns)
+            close(sync[1]);
+        munmap(stack, CHILD_STACK);
+        return -1;
+    }
+
+    int failed = 0;
+    if (userns) {
+        if (write_maps((pid_t)pid, cfg->uid_map, cfg->gid_map) < 0) {
+            res->stage = AGENTD_STAGE_USERNS_MAP;
+            res->err = errno;
+            failed = 1;
+            /* closing sync without writing makes the child exit */
+        } else if (write(sync[1], "x", 1) != 1) {
+            res->stage = AGENTD_STAGE_SYNC;
+            res->err = errno;
+            failed = 1;
+        }
+        close(sync[1]);
+    }
+
+    struct child_report rep;
+    ssize_t got;
+    do {
+        got = read(report[0], &rep, sizeof rep);
+    } while (got < 0 && errno == EINTR);
+    close(report[0]);
+
+    if (got == (ssize_t)sizeof rep && !failed) {
+        res->stage = rep.stage;
+        res->err = rep.err;
+        res->err_index = rep.index;
+        failed = 1;
+    } else if (got != 0 && !failed) {
+        res->stage = AGENTD_STAGE_EXEC;
+        res->err = got < 0 ? errno : EPROTO;
+        failed = 1;
+    }
+
+    if (failed) {
+        if (pidfd >= 0)
+            syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+        int status;
+        while (waitpid((pid_t)pid, &status, __WALL) < 0 && errno == EINTR) {
+        }
+        if (pidfd >= 0)
+            close(pidfd);
+        munmap(stack, CHILD_STACK);
+        return -1;
+    }
+    /* The child has exec'd: it no longer runs on our stack. */
+    munmap(stack, CHILD_STACK);
+    res->pid = (pid_t)pid;
+    res->pidfd = pidfd;
+    return 0;
+}
+
+const char *agentd_stage_name(int stage)
+{
+    switch (stage) {
+    case AGENTD_STAGE_CLONE: return "clone3";
+    case AGENTD_STAGE_CGROUP_ATTACH: return "cgroup attach";
+    case AGENTD_STAGE_CGROUPNS: return "cgroup namespace";
+    case AGENTD_STAGE_SYNC: return "user namespace sync";
+    case AGENTD_STAGE_USERNS_MAP: return "user namespace id maps";
+    case AGENTD_STAGE_NETNS: return "network namespace";
+    case AGENTD_STAGE_MOUNT_PRIVATE: return "make mounts private";
+    case AGENTD_STAGE_PLAN: return "mount plan";
+    case AGENTD_STAGE_LOOPBACK: return "loopback up";
+    case AGENTD_STAGE_HOSTNAME: return "sethostname";
+    case AGENTD_STAGE_PIVOT_ROOT: return "pivot_root";
+    case AGENTD_STAGE_CHDIR: return "chdir";
+    case AGENTD_STAGE_RLIMIT: return "setrlimit";
+    case AGENTD_STAGE_FDS: return "file descriptors";
+    case AGENTD_STAGE_SETSID: return "setsid";
+    case AGENTD_STAGE_CAPS: return "drop capabilities";
+    case AGENTD_STAGE_NO_NEW_PRIVS: return "no_new_privs";
+    case AGENTD_STAGE_SECCOMP: return "seccomp";
+    case AGENTD_STAGE_EXEC: return "exec";
+    default: return "unknown";
+    }
+}
+
+/* ---- helper namespaces ---------------------------------------------------- */
+
+struct holder_ctx {
+    int sync_fd;
+    int report_fd;
+    int out_fd; /* netns: the child opens its namespace into the shared table */
+};
+
+/* User namespace holder: waits until the parent has written maps and opened
+ * /proc/PID/ns/user, then exits; the fd keeps the namespace. */
+static int userns_holder(void *arg)
+{
+    struct holder_ctx *h = arg;
+    char c;
+    SC3(SYS_read, h->sync_fd, &c, 1);
+    return 0;
+}
+
+int agentd_userns_create(const char *uid_map, const char *gid_map)
+{
+    int sync[2];
+    if (pipe2(sync, O_CLOEXEC) < 0)
+        return -1;
+    void *stack = stack_alloc();
+    if (!stack) {
+        close(sync[0]);
+        close(sync[1]);
+        return -1;
+    }
+    struct holder_ctx h = {sync[0], -1, -1};
+    struct clone_args args;
+    memset(&args, 0, sizeof args);
+    args.flags = CLONE_VM | CLONE_NEWUSER;
+    args.exit_signal = SIGCHLD;
+    long pid = clone_child(&args, stack, userns_holder, &h);
+    if (pid < 0) {
+        errno = (int)-pid;
+        close(sync[0]);
+        close(sync[1]);
+        munmap(stack, CHILD_STACK);
+        return -1;
+    }
+    int fd = -1, saved = 0;
+    if (write_maps((pid_t)pid, uid_map, gid_map) == 0) {
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%d/ns/user", (int)pid);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+    }
+    saved = errno;
+    close(sync[1]);
+    int status;
+    while (waitpid((pid_t)pid, &status, __WALL) < 0 && errno == EINTR) {
+    }
+    close(sync[0]);
+    munmap(stack, CHILD_STACK);
+    errno = saved;
+    return fd;
+}
+
+/* Network namespace holder (CLONE_FILES|CLONE_VFORK): brings lo up, opens its
+ * namespace into the shared fd table and exits. */
+static int netns_holder(void *arg)
+{
+    struct holder_ctx *h = arg;
+    long s = SC3(SYS_socket, AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        return 1;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    ifr.ifr_name[0] = 'l';
+    ifr.ifr_name[1] = 'o';
+    if (SC3(SYS_ioctl, s, SIOCGIFFLAGS, &ifr) < 0)
+        return 2;
+    ifr.ifr_flags |= IFF_UP;
+    if (SC3(SYS_ioctl, s, SIOCSIFFLAGS, &ifr) < 0)
+        return 3;
+    SC1(SYS_close, s);
+    long fd = SC4(SYS_openat, AT_FDCWD, "/proc/self/ns/net", O_RDONLY | O_CLOEXEC, 0);
+    if (fd < 0)
+        return 4;
+    h->out_fd = (int)fd;
+    return 0;
+}
+
+int agentd_netns_create(void)
+{
+    void *stack = stack_alloc();
+    if (!stack)
+        return -1;
+    struct holder_ctx h = {-1, -1, -1};
+    struct clone_args args;
+    memset(&args, 0, sizeof args);
+    args.flags = CLONE_VM | CLONE_VFORK | CLONE_FILES | CLONE_NEWNET;
+    args.exit_signal = SIGCHLD;
+    long pid = clone_child(&args, stack, netns_holder, &h);
+    if (pid < 0) {
+        munmap(stack, CHILD_STACK);
+        errno = (int)-pid;
+        return -1;
+    }
+    int status = 0;
+    while (waitpid((pid_t)pid, &status, __WALL) < 0 && errno == EINTR) {
+    }
+    munmap(stack, CHILD_STACK);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || h.out_fd < 0) {
+        if (h.out_fd >= 0)
+            close(h.out_fd);
+        errno = EIO;
+        return -1;
+    }
+    return h.out_fd;
+}
+
+/* ---- small wrappers ---------------------------------------------------------- */
+
+#ifndef OPEN_TREE_CLONE
+#define OPEN_TREE_CLONE 1
+#endif
+#ifndef OPEN_TREE_CLOEXEC
+#define OPEN_TREE_CLOEXEC O_CLOEXEC
+#endif
+#ifndef MOUNT_ATTR_RDONLY
+#define MOUNT_ATTR_RDONLY 0x00000001
+#define MOUNT_ATTR_NOSUID 0x00000002
+#define MOUNT_ATTR_NODEV 0x00000004
+#endif
+#ifndef MOUNT_ATTR_IDMAP
+#define MOUNT_ATTR_IDMAP 0x00100000
+#endif
+
+struct agentd_mount_attr {
+    uint64_t attr_set;
+    uint64_t attr_clr;
+    uint64_t propagation;
+    uint64_t userns_fd;
+};
+
+int agentd_detached_tree(const char *path, int userns_fd)
+{
+    int fd = (int)syscall(SYS_open_tree, AT_FDCWD, path,
+                          OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+    if (fd < 0)
+        return -1;
+    struct agentd_mount_attr attr;
+    memset(&attr, 0, sizeof attr);
+    attr.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+    if (userns_fd >= 0) {
+        attr.attr_set |= MOUNT_ATTR_IDMAP;
+        attr.userns_fd = (uint64_t)userns_fd;
+    }
+    if (syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) < 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}
+
+int agentd_pidfd_open(pid_t pid)
+{
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+int agentd_pidfd_signal(int pidfd, int sig)
+{
+    return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
+}
+
+#ifndef RESOLVE_NO_MAGICLINKS
+#define RESOLVE_NO_XDEV 0x01
+#define RESOLVE_NO_MAGICLINKS 0x02
+#define RESOLVE_NO_SYMLINKS 0x04
+#define RESOLVE_BENEATH 0x08
+#define RESOLVE_IN_ROOT 0x10
+#endif
+
+struct agentd_open_how {
+    uint64_t flags;
+    uint64_t mode;
+    uint64_t resolve;
+};
+
+int agentd_open_in_root(int rootfd, const char *path, int flags, unsigned int mode)
+{
+    struct agentd_open_how how;
+    memset(&how, 0, sizeof how);
+    how.flags = (uint64_t)(flags | O_CLOEXEC);
+    if (flags & (O_CREAT | O_TMPFILE))
+        how.mode = mode;
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+    long fd;
+    do {
+        fd = syscall(SYS_openat2, rootfd, path, &how, sizeof how);
+    } while (fd < 0 && errno == EAGAIN);
+    return (int)fd;
+}
+
+ssize_t agentd_send_fds(int sock, const void *buf, size_t len, const int *fds, int n_fds)
+{
+    struct iovec iov = {(void *)buf, len};
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * 16)];
+        struct cmsghdr align;
+    } u;
+    struct msghdr msg;
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    if (n_fds > 16) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (n_fds > 0) {
+        memset(&u, 0, sizeof u);
+        msg.msg_control = u.buf;
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)n_fds);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)n_fds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)n_fds);
+    }
+    ssize_t n;
+    do {
+        n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+    } while (n < 0 && errno == EINTR);
+    return n;
+}
+
+#ifndef MFD_EXEC
+#define MFD_EXEC 0x0010U
+#endif
+
+int agentd_sealed_memfd(const char *name, const void *data, size_t len)
+{
+    int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_EXEC);
+    if (fd < 0 && errno == EINVAL)
+        fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0)
+        return -1;
+    const char *p = data;
+    size_t left = len;
+    while (left > 0) {
+        ssize_t n = write(fd, p, left);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            int saved = errno;
+            close(fd);
+            errno = saved;
+            return -1;
+        }
+        p += n;
+        left -= (size_t)n;
+    }
+    if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}

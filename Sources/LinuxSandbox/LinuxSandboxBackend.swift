@@ -1,0 +1,787 @@
+import CAgentdSandbox
+import Logging
+import NIOCore
+import NIOPosix
+import SandboxKit
+import Synchronization
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public struct LinuxSandboxConfig: Sendable {
+    /// Holds `sandboxes/<id>` (spec, overlay layers) and `images/<name>`.
+    public var stateDirectory: String
+    /// Holds each running sandbox's control socket and runtime record; a
+    /// tmpfs (/run/agentd) so that a reboot forgets them.  Keep it short:
+    /// socket paths are limited to 107 bytes.
+    public var runDirectory: String
+    /// auto, v2, v1 or none.
+    public var cgroupDriver: String
+    /// The cgroup directory, relative to each hierarchy's root, that holds
+    /// one cgroup per sandbox.
+    public var cgroupParent: String
+    /// Path of agentd-init; found beside the executable when nil.
+    public var initBinary: String?
+    public var defaultLimits: ResourceLimits
+    /// User namespace mode maps sandbox uid 0..<size to base..<base+size.
+    public var userNamespaceBase: UInt32
+    public var userNamespaceSize: UInt32
+    /// Network namespaces created ahead of need (their creation costs more
+    /// than the rest of a sandbox start).
+    public var networkNamespacePool: Int
+    /// Re-adopt sandboxes left running by a previous agentd (else stop them).
+    public var adoptRunning: Bool
+
+    public init(stateDirectory: String, runDirectory: String? = nil, cgroupDriver: String = "auto",
+                cgroupParent: String = "agentd", initBinary: String? = nil,
+                defaultLimits: ResourceLimits = .defaults, userNamespaceBase: UInt32 = 100_000,
+                userNamespaceSize: UInt32 = 65_536, networkNamespacePool: Int = 4, adoptRunning: Bool = true) {
+        self.stateDirectory = stateDirectory
+        self.runDirectory = runDirectory ?? stateDirectory + "/run"
+        self.cgroupDriver = cgroupDriver
+        self.cgroupParent = cgroupParent
+        self.initBinary = initBinary
+        self.defaultLimits = defaultLimits
+        self.userNamespaceBase = userNamespaceBase
+        self.userNamespaceSize = userNamespaceSize
+        self.networkNamespacePool = networkNamespacePool
+        self.adoptRunning = adoptRunning
+    }
+}
+
+/// What is persisted for each sandbox in `sandboxes/<id>/sandbox.json`.
+struct SandboxRecord: Codable {
+    var id: SandboxID
+    var spec: SandboxSpec
+    var createdAt: Date
+}
+
+/// What is written to the run directory while a sandbox runs, to find it
+/// again after agentd restarts.
+struct RuntimeRecord: Codable {
+    var pid: Int32
+    /// Field 22 of /proc/PID/stat: tells a reused pid apart.
+    var startTime: UInt64
+    var startedAt: Date
+    var limits: ResourceLimits
+}
+
+/// A running sandbox's process and connection.
+final class SandboxRuntime: Sendable {
+    let pid: pid_t
+    let pidfd: Int32
+    let channel: InitChannel
+    let startedAt: Date
+    let limits: ResourceLimits
+    private let exitWaiters = Mutex<(exited: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+
+    init(pid: pid_t, pidfd: Int32, channel: InitChannel, startedAt: Date, limits: ResourceLimits) {
+        self.pid = pid
+        self.pidfd = pidfd
+        self.channel = channel
+        self.startedAt = startedAt
+        self.limits = limits
+    }
+
+    deinit { Posix.close(pidfd) }
+
+    var isAlive: Bool { agentd_pidfd_signal(pidfd, 0) == 0 }
+
+    func markExited() {
+        let waiters = exitWaiters.withLock { state -> [CheckedContinuation<Void, Never>] in
+            state.exited = true
+            let w = state.waiters
+            state.waiters = []
+            return w
+        }
+        waiters.forEach { $0.resume() }
+    }
+
+    func waitForExit() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let done = exitWaiters.withLock { state -> Bool in
+                if state.exited { return true }
+                state.waiters.append(c)
+                return false
+            }
+            if done { c.resume() }
+        }
+    }
+}
+
+/// The Linux sandbox backend: namespaces, an overlay root, cgroups, seccomp
+/// and no capabilities, with agentd-init as PID 1 (see ARCHITECTURE.md).
+public actor LinuxSandboxBackend: SandboxBackend {
+    public let config: LinuxSandboxConfig
+    let logger: Logger
+    let cgroups: any CgroupDriver
+    let seccomp: SeccompProgram
+    let initBinary: InitBinary
+    let images: ImageStore
+    let reaper: Reaper
+    let lastCap: Int32
+    let group: any EventLoopGroup
+    let hostMemory: UInt64
+    let hostCPUs: Int
+    private var netnsPool: [Int32] = []
+    private var refilling = false
+    private var userns: Int32 = -1
+    private var idmappedImages: [String: Int32] = [:]
+
+    struct Entry {
+        var record: SandboxRecord
+        var runtime: SandboxRuntime?
+        var paused = false
+        /// A start or stop in progress: others wait for it.
+        var transition: Task<Void, any Error>?
+    }
+    private var entries: [SandboxID: Entry] = [:]
+
+    private var sandboxesDirectory: String { config.stateDirectory + "/sandboxes" }
+
+    /// Open the backend: detect cgroups, compile seccomp, load agentd-init,
+    /// then find the sandboxes a previous agentd left and adopt or stop them.
+    public static func open(config: LinuxSandboxConfig, logger: Logger = Logger(label: "agentd.sandbox"))
+        async throws -> LinuxSandboxBackend
+    {
+        guard geteuid() == 0 else {
+            throw SandboxError(.unsupported, "the Linux sandbox backend needs root (it creates namespaces and cgroups)")
+        }
+        let choice = CgroupDriverChoice(rawValue: config.cgroupDriver) ?? .auto
+        let cgroups = try CgroupDetection.driver(choice: choice, parent: config.cgroupParent)
+        let backend = try LinuxSandboxBackend(config: config, logger: logger, cgroups: cgroups)
+        try await backend.recover()
+        await backend.refillNetworkPool()
+        return backend
+    }
+
+    private init(config: LinuxSandboxConfig, logger: Logger, cgroups: any CgroupDriver) throws {
+        self.config = config
+        self.logger = logger
+        self.cgroups = cgroups
+        self.seccomp = try SeccompProgram(rules: SeccompProfile.rules)
+        self.initBinary = try InitBinary(explicitPath: config.initBinary)
+        self.images = ImageStore(directory: config.stateDirectory + "/images")
+        self.reaper = try Reaper()
+        self.lastCap = agentd_last_cap()
+        self.group = MultiThreadedEventLoopGroup.singleton
+        self.hostMemory = UInt64(sysconf(Int32(_SC_PHYS_PAGES))) * UInt64(sysconf(Int32(_SC_PAGESIZE)))
+        self.hostCPUs = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+        for (dir, mode) in [(config.stateDirectory, 0o711), (config.stateDirectory + "/sandboxes", 0o711),
+                            (config.stateDirectory + "/images", 0o755), (config.runDirectory, 0o700)] {
+            try Posix.makeDirectories(dir, mode: mode_t(mode))
+            _ = chmod(dir, mode_t(mode))
+        }
+        let probe = config.runDirectory + "/" + String(repeating: "x", count: 64) + ".sock"
+        guard probe.utf8.count < 108 else {
+            throw SandboxError(.invalidArgument,
+                               "run directory \(config.runDirectory) is too long for unix sockets; use a shorter one",
+                               field: "run_dir")
+        }
+    }
+
+    /// Stop the reaper and release namespaces (tests make many backends).
+    /// Running sandboxes keep running; `stopAll()` stops them first.
+    public func shutdown() {
+        reaper.shutdown()
+        netnsPool.forEach(Posix.close)
+        netnsPool = []
+        idmappedImages.values.forEach(Posix.close)
+        idmappedImages = [:]
+        Posix.close(userns)
+        userns = -1
+    }
+
+    public func stopAll() async {
+        for id in entries.keys.sorted() where entries[id]?.runtime != nil {
+            try? await stop(id)
+        }
+    }
+
+    // MARK: info
+
+    public func info() async -> BackendInfo {
+        BackendInfo(name: "linux", cgroupDriver: cgroups.name,
+                    seccomp: SeccompProfile.summary + " (\(seccomp.instructionCount) BPF instructions)",
+                    userNamespaces: true, images: images.names(), notes: cgroups.notes)
+    }
+
+    public var cgroupDriverName: String { cgroups.name }
+
+    // MARK: lifecycle
+
+    private func layout(_ id: SandboxID) -> SandboxLayout {
+        SandboxLayout(directory: sandboxesDirectory + "/" + id.rawValue)
+    }
+
+    private func socketPath(_ id: SandboxID) -> String { config.runDirectory + "/" + id.rawValue + ".sock" }
+    private func runtimeRecordPath(_ id: SandboxID) -> String { config.runDirectory + "/" + id.rawValue + ".json" }
+
+    private func validate(_ spec: SandboxSpec) throws(SandboxError) -> ResourceLimits {
+        try spec.validate()
+        try spec.limits.validate(hostMemory: hostMemory, hostCPUs: hostCPUs)
+        if case .allowlist = spec.network {
+            throw SandboxError(.unsupported, "network allowlists are not supported by the Linux backend yet",
+                               field: "network")
+        }
+        _ = try images.path(for: spec.image)
+        return spec.limits.resolved(over: config.defaultLimits)
+    }
+
+    @discardableResult
+    public func create(_ id: SandboxID, spec: SandboxSpec) async throws -> SandboxStatus {
+        _ = try validate(spec)
+        if let existing = entries[id] {
+            guard existing.record.spec == spec else {
+                throw SandboxError(.conflict, "sandbox \(id) exists with another spec")
+            }
+            return try await status(id)
+        }
+        let l = layout(id)
+        try Posix.makeDirectory(l.directory, mode: 0o700)
+        for d in [l.upper, l.work, l.root] { try Posix.makeDirectory(d, mode: 0o755) }
+        if spec.userNamespace {
+            try Posix.makeDirectory(l.lower, mode: 0o755)
+            let owner = config.userNamespaceBase
+            for d in [l.directory, l.upper, l.work, l.root, l.lower] { _ = chown(d, owner, owner) }
+        }
+        let record = SandboxRecord(id: id, spec: spec, createdAt: Date())
+        try Posix.writeFileAtomically(l.record, Array(try JSONEncoder().encode(record)))
+        entries[id] = Entry(record: record)
+        return try await status(id)
+    }
+
+    public func update(_ id: SandboxID, spec: SandboxSpec) async throws {
+        guard var entry = entries[id] else { throw notFound(id) }
+        _ = try validate(spec)
+        guard entry.runtime == nil else { throw SandboxError(.conflict, "sandbox \(id) is running; stop it first") }
+        guard entry.record.spec.userNamespace == spec.userNamespace else {
+            throw SandboxError(.conflict, "the user namespace mode of a sandbox cannot change (its files are owned accordingly)",
+                               field: "user_namespace")
+        }
+        entry.record.spec = spec
+        try Posix.writeFileAtomically(layout(id).record, Array(try JSONEncoder().encode(entry.record)))
+        entries[id] = entry
+    }
+
+    private func notFound(_ id: SandboxID) -> SandboxError {
+        SandboxError(.notFound, "no sandbox \(id)", field: "id")
+    }
+
+    /// Wait for a start/stop in progress on `id`.
+    private func settle(_ id: SandboxID) async {
+        while let t = entries[id]?.transition {
+            _ = try? await t.value
+        }
+    }
+
+    public func start(_ id: SandboxID) async throws {
+        await settle(id)
+        guard let entry = entries[id] else { throw notFound(id) }
+        if entry.runtime != nil { return }
+        let task = Task { try await self.doStart(id) }
+        entries[id]?.transition = task
+        defer { entries[id]?.transition = nil }
+        try await task.value
+    }
+
+    private func doStart(_ id: SandboxID) async throws {
+        guard let entry = entries[id] else { throw notFound(id) }
+        let spec = entry.record.spec
+        let limits = try validate(spec)
+        let imagePath = try images.path(for: spec.image)
+        let l = layout(id)
+
+        var lowerTree: Int32? = nil
+        if spec.userNamespace { lowerTree = try idmappedImage(imagePath) }
+
+        try cgroups.create(id.rawValue, limits: limits)
+        var cleanup: [() -> Void] = [{ [cgroups] in try? cgroups.remove(id.rawValue) }]
+        func undo() { cleanup.reversed().forEach { $0() } }
+
+        let placement: CgroupPlacement
+        let listenFD: Int32
+        var pair: [Int32] = [-1, -1]
+        do {
+            placement = try cgroups.placement(id.rawValue)
+            listenFD = try listenSocket(socketPath(id))
+            cleanup.append { [path = socketPath(id)] in _ = unlink(path) }
+            try Posix.check(socketpair(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair),
+                            "socketpair")
+        } catch {
+            undo()
+            throw error
+        }
+        var sndbuf: Int32 = 1 << 20
+        _ = setsockopt(pair[0], SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf, socklen_t(4))
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        _ = setsockopt(pair[0], SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+
+        var flags = CloneFlag.newNS | CloneFlag.newPID | CloneFlag.newUTS | CloneFlag.newIPC
+        if !placement.unshareNamespaceAfterAttach { flags |= CloneFlag.newCgroup }
+        var netns: Int32 = -1
+        if spec.userNamespace {
+            // A network namespace must belong to the sandbox's user namespace
+            // for /sys to be mountable, so it is made fresh with it.
+            flags |= CloneFlag.newUser | CloneFlag.newNet
+        } else if let pooled = takePooledNetns() {
+            netns = pooled
+        } else {
+            flags |= CloneFlag.newNet
+        }
+
+        var s = SpawnSpec(cloneFlags: flags, newRoot: l.root, lastCap: lastCap, argv: ["agentd-init"])
+        s.placement = placement
+        s.netnsFD = netns
+        if spec.userNamespace {
+            let map = "0 \(config.userNamespaceBase) \(config.userNamespaceSize)\n"
+            s.uidMap = map
+            s.gidMap = map
+        }
+        s.ops = MountPlan.build(layout: l, imagePath: imagePath, lowerTreeFD: lowerTree, spec: spec, limits: limits)
+        s.workdir = spec.workdir
+        s.hostname = spec.hostname
+        s.rlimits = [
+            (Int32(RLIMIT_NOFILE.rawValue), UInt64(limits.openFiles ?? 1024), UInt64(limits.openFiles ?? 1024)),
+            (Int32(RLIMIT_CORE.rawValue), 0, 0),
+        ]
+        s.seccomp = seccomp
+        s.stdio = [-1, -1, 2]
+        s.passFDs = [listenFD, pair[1]]
+        s.execFD = initBinary.fd
+
+        let spawned: (pid: pid_t, pidfd: Int32)
+        do {
+            let spec = s
+            spawned = try await NIOThreadPool.singleton.runIfActive { try Spawner.spawn(spec) }
+        } catch {
+            placement.close()
+            Posix.close(listenFD)
+            Posix.close(pair[0])
+            Posix.close(pair[1])
+            Posix.close(netns)
+            undo()
+            throw error
+        }
+        placement.close()
+        Posix.close(listenFD)
+        Posix.close(pair[1])
+        Posix.close(netns)
+
+        let runtime = SandboxRuntime(pid: spawned.pid, pidfd: spawned.pidfd, channel: InitChannel(fd: pair[0]),
+                                     startedAt: Date(), limits: limits)
+        let rec = RuntimeRecord(pid: spawned.pid, startTime: Self.startTime(of: spawned.pid) ?? 0,
+                                startedAt: runtime.startedAt, limits: limits)
+        try? Posix.writeFileAtomically(runtimeRecordPath(id), Array(try JSONEncoder().encode(rec)))
+        entries[id]?.runtime = runtime
+        entries[id]?.paused = false
+        watch(id, runtime)
+        logger.debug("sandbox started", metadata: ["sandbox": "\(id)", "pid": "\(spawned.pid)"])
+        refillNetworkPool()
+    }
+
+    private func watch(_ id: SandboxID, _ runtime: SandboxRuntime) {
+        reaper.watch(pidfd: runtime.pidfd) { [weak self] in
+            runtime.markExited()
+            guard let self else { return }
+            Task { await self.initExited(id, runtime) }
+        }
+    }
+
+    /// The init of `id` is gone (stopped by us, or died): clean up after it.
+    private func initExited(_ id: SandboxID, _ runtime: SandboxRuntime) {
+        guard let current = entries[id]?.runtime, current === runtime else { return }
+        if entries[id]?.transition == nil {
+            logger.warning("sandbox init exited unexpectedly; the sandbox is stopped", metadata: ["sandbox": "\(id)"])
+        }
+        finishStop(id)
+    }
+
+    private func finishStop(_ id: SandboxID) {
+        do {
+            try cgroups.remove(id.rawValue)
+        } catch {
+            logger.error("could not remove the sandbox's cgroup", metadata: ["sandbox": "\(id)", "error": "\(error)"])
+        }
+        _ = unlink(socketPath(id))
+        _ = unlink(runtimeRecordPath(id))
+        entries[id]?.runtime = nil
+        entries[id]?.paused = false
+    }
+
+    public func stop(_ id: SandboxID) async throws {
+        await settle(id)
+        guard let entry = entries[id] else { throw notFound(id) }
+        guard let runtime = entry.runtime else { return }
+        let task = Task<Void, any Error> { await self.doStop(id, runtime) }
+        entries[id]?.transition = task
+        defer { entries[id]?.transition = nil }
+        try await task.value
+    }
+
+    private func doStop(_ id: SandboxID, _ runtime: SandboxRuntime) async {
+        // SIGKILL to PID 1 of the namespace kills every process in it; the
+        // cgroup kill catches anything that could have escaped it.
+        _ = agentd_pidfd_signal(runtime.pidfd, SIGKILL)
+        cgroups.kill(id.rawValue)
+        if entries[id]?.paused == true { try? cgroups.thaw(id.rawValue) }
+        await runtime.waitForExit()
+        if let current = entries[id]?.runtime, current === runtime { finishStop(id) }
+    }
+
+    public func pause(_ id: SandboxID) async throws {
+        await settle(id)
+        guard let entry = entries[id] else { throw notFound(id) }
+        guard entry.runtime != nil else { throw SandboxError(.conflict, "sandbox \(id) is not running") }
+        if entry.paused { return }
+        try cgroups.freeze(id.rawValue)
+        entries[id]?.paused = true
+    }
+
+    public func resume(_ id: SandboxID) async throws {
+        await settle(id)
+        guard let entry = entries[id] else { throw notFound(id) }
+        guard entry.runtime != nil else { throw SandboxError(.conflict, "sandbox \(id) is not running") }
+        guard entry.paused else { return }
+        try cgroups.thaw(id.rawValue)
+        entries[id]?.paused = false
+    }
+
+    public func destroy(_ id: SandboxID) async throws {
+        guard entries[id] != nil else {
+            // Files of a sandbox we never loaded (a half-created one) go too.
+            try Posix.removeTree(layout(id).directory)
+            return
+        }
+        try await stop(id)
+        try Posix.removeTree(layout(id).directory)
+        entries[id] = nil
+    }
+
+    public func status(_ id: SandboxID) async throws -> SandboxStatus {
+        guard let e = entries[id] else { throw notFound(id) }
+        return statusOf(e)
+    }
+
+    private func statusOf(_ e: Entry) -> SandboxStatus {
+        let state: SandboxState = e.runtime == nil ? .stopped : (e.paused ? .paused : .running)
+        let limits = e.runtime?.limits ?? e.record.spec.limits.resolved(over: config.defaultLimits)
+        return SandboxStatus(id: e.record.id, state: state, spec: e.record.spec, limits: limits,
+                             usage: e.runtime == nil ? nil : cgroups.usage(e.record.id.rawValue),
+                             startedAt: e.runtime?.startedAt, createdAt: e.record.createdAt)
+    }
+
+    public func list() async throws -> [SandboxStatus] {
+        entries.keys.sorted().compactMap { entries[$0].map(statusOf) }
+    }
+
+    // MARK: exec
+
+    private func running(_ id: SandboxID) throws(SandboxError) -> (SandboxRuntime, SandboxSpec) {
+        guard let e = entries[id] else { throw notFound(id) }
+        guard let r = e.runtime else { throw SandboxError(.conflict, "sandbox \(id) is not running") }
+        guard !e.paused else { throw SandboxError(.conflict, "sandbox \(id) is paused") }
+        return (r, e.record.spec)
+    }
+
+    public func exec(_ id: SandboxID, _ request: ExecRequest) async throws -> any ExecProcess {
+        let (runtime, spec) = try running(id)
+        try request.command.validate()
+        let cwd = try SandboxPath.resolve(request.cwd ?? spec.workdir, workdir: spec.workdir)
+        var env = ["PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
+                   "LANG": "C.UTF-8", "HOSTNAME": spec.hostname]
+        for (k, v) in spec.env { env[k] = v }
+        for (k, v) in request.env {
+            guard EnvName.isValid(k), !v.utf8.contains(0) else {
+                throw SandboxError(.invalidArgument, "environment variable \"\(k)\" is not valid", field: "env")
+            }
+            env[k] = v
+        }
+        if let t = request.timeout, t <= .zero {
+            throw SandboxError(.invalidArgument, "timeout must be positive", field: "timeout_s")
+        }
+
+        let out = try Posix.pipe()
+        let err: (read: Int32, write: Int32)
+        let status: (read: Int32, write: Int32)
+        var input: (read: Int32, write: Int32) = (-1, -1)
+        do {
+            err = try Posix.pipe()
+        } catch {
+            [out.read, out.write].forEach(Posix.close)
+            throw error
+        }
+        do {
+            status = try Posix.pipe()
+            if request.stdin != nil || request.interactiveStdin { input = try Posix.pipe() }
+        } catch {
+            [out.read, out.write, err.read, err.write].forEach(Posix.close)
+            throw error
+        }
+        let hasStdin = input.read >= 0
+        let id64 = runtime.channel.makeID()
+        let fds = (hasStdin ? [input.read] : []) + [out.write, err.write, status.write]
+        do {
+            try runtime.channel.exec(id: id64, argv: request.command.argv,
+                                     env: env.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" },
+                                     cwd: cwd, fds: fds, hasStdin: hasStdin)
+        } catch {
+            ([out.read, err.read, status.read, input.write] + fds).forEach(Posix.close)
+            throw error
+        }
+        fds.forEach(Posix.close)
+        return await LinuxExecProcess(
+            channel: runtime.channel, id: id64,
+            pipes: .init(stdout: out.read, stderr: err.read, status: status.read, stdin: input.write),
+            stdinBytes: request.stdin, interactive: request.interactiveStdin, timeout: request.timeout, group: group)
+    }
+
+    // MARK: files
+
+    private func files(_ id: SandboxID) throws(SandboxError) -> (SandboxFiles, SandboxRuntime) {
+        guard let e = entries[id] else { throw notFound(id) }
+        guard let r = e.runtime else { throw SandboxError(.conflict, "sandbox \(id) is not running") }
+        let fd = agentd_open_path("/proc/\(r.pid)/root", 1)
+        guard fd >= 0 else { throw Posix.error("open the sandbox's root") }
+        // The pidfd proves that pid was still our init when we opened it.
+        guard r.isAlive else {
+            Glibc.close(fd)
+            throw SandboxError(.conflict, "sandbox \(id) is not running")
+        }
+        let owner: (uid_t, gid_t)? = e.record.spec.userNamespace
+            ? (config.userNamespaceBase, config.userNamespaceBase) : nil
+        return (SandboxFiles(rootFD: fd, workdir: e.record.spec.workdir, owner: owner), r)
+    }
+
+    private func withFiles<T: Sendable>(_ id: SandboxID, _ body: @escaping @Sendable (SandboxFiles) throws -> T)
+        async throws -> T
+    {
+        let (f, runtime) = try files(id)
+        defer {
+            Glibc.close(f.rootFD)
+            withExtendedLifetime(runtime) {}
+        }
+        return try await NIOThreadPool.singleton.runIfActive { try body(f) }
+    }
+
+    public func listFiles(_ id: SandboxID, path: String) async throws -> [FileInfo] {
+        try await withFiles(id) { try $0.list(path) }
+    }
+
+    public func stat(_ id: SandboxID, path: String) async throws -> FileInfo {
+        try await withFiles(id) { try $0.stat(path) }
+    }
+
+    public func makeDirectory(_ id: SandboxID, path: String, parents: Bool) async throws {
+        try await withFiles(id) { try $0.makeDirectory(path, parents: parents) }
+    }
+
+    public func removeFile(_ id: SandboxID, path: String, recursive: Bool) async throws {
+        try await withFiles(id) { try $0.remove(path, recursive: recursive) }
+    }
+
+    public func readFile(_ id: SandboxID, path: String) async throws -> ByteChunks {
+        let (fd, _) = try await withFiles(id) { try $0.openForReading(path) }
+        let pool = NIOThreadPool.singleton
+        return ByteChunks { continuation in
+            let task = Task {
+                defer { Glibc.close(fd) }
+                do {
+                    while !Task.isCancelled {
+                        let chunk: [UInt8] = try await pool.runIfActive {
+                            var buf = [UInt8](repeating: 0, count: 65536)
+                            while true {
+                                let n = buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+                                if n < 0 && errno == EINTR { continue }
+                                if n < 0 { throw Posix.error("read \(path)") }
+                                return Array(buf[0..<n])
+                            }
+                        }
+                        if chunk.isEmpty { break }
+                        continuation.yield(chunk)
+                    }
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
+                }
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
+    @discardableResult
+    public func writeFile(_ id: SandboxID, path: String, mode: UInt32, contents: ByteChunks) async throws -> FileInfo {
+        let pending = try await withFiles(id) { f in Box(try f.createTemporary(path, mode: mode)) }.value
+        let pool = NIOThreadPool.singleton
+        do {
+            var batch: [UInt8] = []
+            batch.reserveCapacity(1 << 20)
+            for try await chunk in contents {
+                batch += chunk
+                if batch.count >= 1 << 20 {
+                    let b = batch
+                    try await pool.runIfActive { try pending.write(b) }
+                    batch.removeAll(keepingCapacity: true)
+                }
+            }
+            let b = batch
+            return try await pool.runIfActive {
+                try pending.write(b)
+                return try pending.commit()
+            }
+        } catch {
+            pending.abort()
+            throw error
+        }
+    }
+
+    // MARK: network namespaces
+
+    private func takePooledNetns() -> Int32? {
+        netnsPool.popLast()
+    }
+
+    /// Keep `networkNamespacePool` namespaces ready (made off the start path).
+    func refillNetworkPool() {
+        guard !refilling, netnsPool.count < config.networkNamespacePool else { return }
+        refilling = true
+        Task.detached(priority: .utility) { [weak self] in
+            guard let self else { return }
+            while await self.needsNetns() {
+                let fd = (try? await NIOThreadPool.singleton.runIfActive { agentd_netns_create() }) ?? -1
+                guard fd >= 0 else { break }
+                await self.addNetns(fd)
+            }
+            await self.doneRefilling()
+        }
+    }
+
+    private func needsNetns() -> Bool { netnsPool.count < config.networkNamespacePool }
+    private func addNetns(_ fd: Int32) { netnsPool.append(fd) }
+    private func doneRefilling() { refilling = false }
+
+    // MARK: user namespaces
+
+    /// A detached, read-only, idmapped view of an image: files owned by host
+    /// root appear owned by the sandbox's root.
+    private func idmappedImage(_ path: String) throws(SandboxError) -> Int32 {
+        if let fd = idmappedImages[path] { return fd }
+        if userns < 0 {
+            let map = "0 \(config.userNamespaceBase) \(config.userNamespaceSize)\n"
+            userns = agentd_userns_create(map, map)
+            guard userns >= 0 else { throw Posix.error("create the id-mapping user namespace", kind: .unsupported) }
+        }
+        let fd = agentd_detached_tree(path, userns)
+        guard fd >= 0 else {
+            throw Posix.error("idmapped mount of \(path) (user namespace mode needs kernel 5.19+)", kind: .unsupported)
+        }
+        idmappedImages[path] = fd
+        return fd
+    }
+
+    // MARK: sockets
+
+    private func listenSocket(_ path: String) throws(SandboxError) -> Int32 {
+        let s = socket(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard s >= 0 else { throw Posix.error("socket") }
+        _ = unlink(path)
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            for (i, b) in bytes.enumerated() where i < raw.count - 1 { raw[i] = b }
+        }
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        if rc < 0 || Glibc.listen(s, 4) < 0 {
+            let e = Posix.error("bind \(path)")
+            Posix.close(s)
+            throw e
+        }
+        _ = chmod(path, 0o600)
+        return s
+    }
+
+    // MARK: recovery
+
+    static func startTime(of pid: pid_t) -> UInt64? {
+        guard let text = try? Posix.readFile("/proc/\(pid)/stat") else { return nil }
+        // The command name (field 2) may hold spaces: count after its ')'.
+        guard let close = text.lastIndex(of: ")") else { return nil }
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        // fields[0] is field 3 (state); start time is field 22.
+        return fields.count > 19 ? UInt64(fields[19]) : nil
+    }
+
+    /// Load every sandbox record; adopt those whose init still runs (or stop
+    /// them), and remove cgroups and sockets nobody owns.
+    private func recover() async throws {
+        let decoder = JSONDecoder()
+        for name in Posix.listDirectory(sandboxesDirectory) {
+            guard let id = try? SandboxID(name) else { continue }
+            let l = layout(id)
+            guard let text = try? Posix.readFile(l.record),
+                  let record = try? decoder.decode(SandboxRecord.self, from: Data(text.utf8)) else {
+                logger.warning("ignoring a sandbox directory without a readable record", metadata: ["dir": "\(l.directory)"])
+                continue
+            }
+            var entry = Entry(record: record)
+            if let runtime = adopt(id, decoder: decoder) {
+                entry.runtime = runtime
+                entry.paused = cgroups.isFrozen(id.rawValue)
+                entries[id] = entry
+                watch(id, runtime)
+                if !config.adoptRunning {
+                    try await stop(id)
+                } else {
+                    logger.info("re-adopted a running sandbox", metadata: ["sandbox": "\(id)", "pid": "\(runtime.pid)"])
+                }
+            } else {
+                entries[id] = entry
+            }
+        }
+        // Leftovers: cgroups and sockets of sandboxes that are not running.
+        for name in cgroups.existing() {
+            guard let id = try? SandboxID(name), entries[id]?.runtime == nil else { continue }
+            logger.info("removing a leftover sandbox cgroup", metadata: ["cgroup": "\(name)"])
+            try? cgroups.remove(name)
+        }
+        for file in Posix.listDirectory(config.runDirectory) {
+            let base = file.hasSuffix(".sock") ? String(file.dropLast(5)) : file.hasSuffix(".json") ? String(file.dropLast(5)) : nil
+            guard let base, let id = try? SandboxID(base), entries[id]?.runtime == nil else { continue }
+            _ = unlink(config.runDirectory + "/" + file)
+        }
+    }
+
+    private func adopt(_ id: SandboxID, decoder: JSONDecoder) -> SandboxRuntime? {
+        guard let text = try? Posix.readFile(runtimeRecordPath(id)),
+              let rec = try? decoder.decode(RuntimeRecord.self, from: Data(text.utf8)) else { return nil }
+        guard rec.pid > 1, Self.startTime(of: rec.pid) == rec.startTime else { return nil }
+        let pidfd = agentd_pidfd_open(rec.pid)
+        guard pidfd >= 0 else { return nil }
+        // Confirm identity again now that the pidfd pins the process.
+        guard Self.startTime(of: rec.pid) == rec.startTime else {
+            Posix.close(pidfd)
+            return nil
+        }
+        guard let channel = try? InitChannel.connect(path: socketPath(id)) else {
+            logger.warning("a sandbox init runs but does not answer; stopping it", metadata: ["sandbox": "\(id)"])
+            _ = agentd_pidfd_signal(pidfd, SIGKILL)
+            Posix.close(pidfd)
+            return nil
+        }
+        return SandboxRuntime(pid: rec.pid, pidfd: pidfd, channel: channel, startedAt: rec.startedAt, limits: rec.limits)
+    }
+}
+
+/// Carries a non-Sendable value across a thread-pool hop that we own.
+struct Box<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
+}

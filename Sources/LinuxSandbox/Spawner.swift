@@ -1,0 +1,145 @@
+import CAgentdSandbox
+import SandboxKit
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Everything the clone child needs, as Swift values; `Spawner.spawn` turns
+/// it into C memory that stays put until the child has exec'd.
+struct SpawnSpec {
+    var cloneFlags: UInt64
+    var placement = CgroupPlacement()
+    var netnsFD: Int32 = -1
+    var uidMap: String?
+    var gidMap: String?
+    var ops: [PlanOp] = []
+    var newRoot: String
+    var workdir: String?
+    var hostname: String?
+    var loopbackUp = true
+    /// (resource, soft, hard)
+    var rlimits: [(Int32, UInt64, UInt64)] = []
+    var seccomp: SeccompProgram?
+    var lastCap: Int32
+    var nondumpable = true
+    var stdio: [Int32] = [-1, -1, -1]
+    var passFDs: [Int32] = []
+    var execFD: Int32 = -1
+    var execPath: String?
+    var argv: [String]
+    var envp: [String] = []
+}
+
+enum CloneFlag {
+    static let newNS: UInt64 = 0x0002_0000
+    static let newCgroup: UInt64 = 0x0200_0000
+    static let newUTS: UInt64 = 0x0400_0000
+    static let newIPC: UInt64 = 0x0800_0000
+    static let newUser: UInt64 = 0x1000_0000
+    static let newPID: UInt64 = 0x2000_0000
+    static let newNet: UInt64 = 0x4000_0000
+}
+
+enum Spawner {
+    /// Clone, set up and exec.  Blocks the calling thread until the child has
+    /// exec'd (about a millisecond): call it from a thread that may block.
+    static func spawn(_ s: SpawnSpec) throws(SandboxError) -> (pid: pid_t, pidfd: Int32) {
+        let arena = CArena()
+        let ops = arena.array(s.ops.map { $0.cValue(arena) })
+        let attach = arena.array(s.placement.attachFDs)
+        let pass = arena.array(s.passFDs)
+        let limits = arena.array(s.rlimits.map { agentd_rlimit(resource: $0.0, soft: $0.1, hard: $0.2) })
+        var cfg = agentd_spawn_config()
+        cfg.clone_flags = s.cloneFlags
+        cfg.cgroup_fd = s.placement.cgroupFD
+        cfg.attach_fds = UnsafePointer(attach)
+        cfg.n_attach_fds = Int32(s.placement.attachFDs.count)
+        cfg.unshare_cgroupns = s.placement.unshareNamespaceAfterAttach ? 1 : 0
+        cfg.netns_fd = s.netnsFD
+        cfg.uid_map = UnsafePointer(arena.optionalString(s.uidMap))
+        cfg.gid_map = UnsafePointer(arena.optionalString(s.gidMap))
+        cfg.ops = UnsafePointer(ops)
+        cfg.n_ops = Int32(s.ops.count)
+        cfg.new_root = UnsafePointer(arena.string(s.newRoot))
+        cfg.workdir = UnsafePointer(arena.optionalString(s.workdir))
+        cfg.hostname = UnsafePointer(arena.optionalString(s.hostname))
+        cfg.loopback_up = s.loopbackUp ? 1 : 0
+        cfg.rlimits = UnsafePointer(limits)
+        cfg.n_rlimits = Int32(s.rlimits.count)
+        cfg.seccomp_prog = s.seccomp.map { UnsafeRawPointer($0.program) }
+        cfg.last_cap = s.lastCap
+        cfg.nondumpable = s.nondumpable ? 1 : 0
+        cfg.stdio = (s.stdio[0], s.stdio[1], s.stdio[2])
+        cfg.pass_fds = UnsafePointer(pass)
+        cfg.n_pass_fds = Int32(s.passFDs.count)
+        cfg.exec_fd = s.execFD
+        cfg.exec_path = UnsafePointer(arena.optionalString(s.execPath))
+        cfg.argv = UnsafePointer(arena.stringArray(s.argv))
+        cfg.envp = UnsafePointer(arena.stringArray(s.envp))
+
+        var result = agentd_spawn_result()
+        let rc = withExtendedLifetime(s.seccomp) { agentd_spawn(&cfg, &result) }
+        withExtendedLifetime(arena) {}
+        guard rc == 0 else {
+            let stage = String(cString: agentd_stage_name(result.stage))
+            var detail = stage
+            if result.stage == Int32(AGENTD_STAGE_PLAN.rawValue), Int(result.err_index) < s.ops.count {
+                detail += " (\(s.ops[Int(result.err_index)].summary))"
+            } else if result.stage == Int32(AGENTD_STAGE_CGROUP_ATTACH.rawValue) {
+                detail += " (hierarchy \(result.err_index))"
+            }
+            let text = String(cString: strerror(result.err))
+            throw SandboxError(.system, "starting the sandbox failed at \(detail): \(text)", stage: detail,
+                               errno: result.err)
+        }
+        return (result.pid, result.pidfd)
+    }
+}
+
+/// The agentd-init binary, loaded once into a sealed memfd: every sandbox
+/// execs it from there, so it needs no path inside the sandbox and cannot be
+/// modified by one (the lesson of runc's CVE-2019-5736).
+final class InitBinary: Sendable {
+    let fd: Int32
+    let path: String
+
+    init(explicitPath: String?) throws(SandboxError) {
+        var candidates: [String] = []
+        if let explicitPath { candidates.append(explicitPath) }
+        if let env = getenv("AGENTD_INIT") { candidates.append(String(cString: env)) }
+        if let exe = try? InitBinary.ownExecutable() { candidates.append(Posix.parentDirectory(exe) + "/agentd-init") }
+        candidates += ["/usr/lib/agentd/agentd-init", "/usr/libexec/agentd/agentd-init"]
+        guard let found = candidates.first(where: { Posix.exists($0) }) else {
+            throw SandboxError(.unsupported, "agentd-init not found (looked in \(candidates.joined(separator: ", ")))")
+        }
+        let src = try Posix.open(found, O_RDONLY)
+        defer { Posix.close(src) }
+        var bytes: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buf.withUnsafeMutableBytes { read(src, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw Posix.error("read \(found)")
+            }
+            if n == 0 { break }
+            bytes += buf[0..<n]
+        }
+        guard bytes.starts(with: [0x7F, 0x45, 0x4C, 0x46]) else {
+            throw SandboxError(.unsupported, "\(found) is not an ELF executable")
+        }
+        let fd = bytes.withUnsafeBytes { agentd_sealed_memfd("agentd-init", $0.baseAddress, $0.count) }
+        guard fd >= 0 else { throw Posix.error("memfd for agentd-init") }
+        self.fd = fd
+        self.path = found
+    }
+
+    deinit { Posix.close(fd) }
+
+    static func ownExecutable() throws(SandboxError) -> String {
+        var buf = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/self/exe", &buf, buf.count - 1)
+        guard n > 0 else { throw Posix.error("readlink /proc/self/exe") }
+        return String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}
