@@ -90,6 +90,7 @@ struct child_ctx {
     const struct agentd_spawn_config *cfg;
     int report_fd;
     int sync_fd;
+    int sync_write_fd; /* the parent's end: ours is closed so EOF can reach us */
 };
 
 /* Kernel layout of struct sigaction for rt_sigaction(2). */
@@ -136,10 +137,16 @@ static int child_main(void *arg)
     /* user namespace: wait until the parent has written our id maps. */
     if (ctx->sync_fd >= 0) {
         char c;
+        SC1(SYS_close, ctx->sync_write_fd);
         long n = SC3(SYS_read, ctx->sync_fd, &c, 1);
         if (n != 1)
             child_fail(ctx->report_fd, AGENTD_STAGE_SYNC, n < 0 ? n : -EPIPE, 0);
         SC1(SYS_close, ctx->sync_fd);
+        /* Become the namespace's root (host uid base): until now we were the
+         * daemon's unmapped uid 0, which owns nothing in here. */
+        CHECK(SC3(SYS_setresgid, 0, 0, 0), AGENTD_STAGE_USERNS_MAP, 1);
+        CHECK(SC2(SYS_setgroups, 0, 0), AGENTD_STAGE_USERNS_MAP, 2);
+        CHECK(SC3(SYS_setresuid, 0, 0, 0), AGENTD_STAGE_USERNS_MAP, 3);
     }
 
     if (cfg->netns_fd >= 0)
@@ -398,7 +405,7 @@ int agentd_spawn(const struct agentd_spawn_config *cfg, struct agentd_spawn_resu
         return -1;
     }
 
-    struct child_ctx ctx = {cfg, report[1], sync[0]};
+    struct child_ctx ctx = {cfg, report[1], sync[0], sync[1]};
     int pidfd = -1;
     struct clone_args args;
     memset(&args, 0, sizeof args);
@@ -505,6 +512,7 @@ const char *agentd_stage_name(int stage)
 
 struct holder_ctx {
     int sync_fd;
+    int sync_write_fd;
     int report_fd;
     int out_fd; /* netns: the child opens its namespace into the shared table */
 };
@@ -515,6 +523,7 @@ static int userns_holder(void *arg)
 {
     struct holder_ctx *h = arg;
     char c;
+    SC1(SYS_close, h->sync_write_fd);
     SC3(SYS_read, h->sync_fd, &c, 1);
     return 0;
 }
@@ -530,7 +539,7 @@ int agentd_userns_create(const char *uid_map, const char *gid_map)
         close(sync[1]);
         return -1;
     }
-    struct holder_ctx h = {sync[0], -1, -1};
+    struct holder_ctx h = {sync[0], sync[1], -1, -1};
     struct clone_args args;
     memset(&args, 0, sizeof args);
     args.flags = CLONE_VM | CLONE_NEWUSER;
@@ -590,7 +599,7 @@ int agentd_netns_create(void)
     void *stack = stack_alloc();
     if (!stack)
         return -1;
-    struct holder_ctx h = {-1, -1, -1};
+    struct holder_ctx h = {-1, -1, -1, -1};
     struct clone_args args;
     memset(&args, 0, sizeof args);
     args.flags = CLONE_VM | CLONE_VFORK | CLONE_FILES | CLONE_NEWNET;
