@@ -25,8 +25,12 @@ let package = Package(
             name: "CAgentdSandbox",
             linkerSettings: [.linkedLibrary("seccomp"), .linkedLibrary("cap")]
         ),
-        // PID 1 of every sandbox (static, no Swift).
-        .executableTarget(name: "agentd-init", linkerSettings: staticC),
+        // PID 1 of every sandbox (static, no Swift, no libc).
+        .executableTarget(
+            name: "agentd-init",
+            cSettings: [.unsafeFlags(["-ffreestanding", "-fno-stack-protector", "-fno-builtin", "-O2"])],
+            linkerSettings: [.unsafeFlags(["-static-executable", "-nostartfiles", "-Xclang-linker", "-nostdlib"])]
+        ),
         // Test helper copied into test images (static, no Swift).
         .executableTarget(name: "agentd-probe", linkerSettings: staticC),
 

@@ -48,6 +48,11 @@ int agentd_seccomp_compile(const struct agentd_seccomp_rule *rules, int n_rules,
     /* The child sets no_new_privs itself; don't let libseccomp decide. */
     if (rc == 0)
         rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0);
+    /* A binary search over syscall numbers instead of a linear chain: fewer
+     * instructions per call, and a much cheaper attach (the kernel emulates
+     * the filter for every syscall number to build its allow cache). */
+    if (rc == 0)
+        rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_OPTIMIZE, 2);
     for (int i = 0; rc == 0 && i < n_rules; i++) {
         const struct agentd_seccomp_rule *r = &rules[i];
         int nr = seccomp_syscall_resolve_name(r->syscall);

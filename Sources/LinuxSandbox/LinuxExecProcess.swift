@@ -28,7 +28,7 @@ final class LinuxExecProcess: ExecProcess {
     }
 
     init(channel: InitChannel, id: UInt64, pipes: Pipes, stdinBytes: [UInt8]?, interactive: Bool, timeout: Duration?,
-         group: any EventLoopGroup) async {
+         commandName: String, cwd: String, group: any EventLoopGroup) async {
         self.channel = channel
         self.id = id
         let (stream, continuation) = AsyncThrowingStream<ExecEvent, any Error>.makeStream()
@@ -71,11 +71,12 @@ final class LinuxExecProcess: ExecProcess {
             let ms = Double(Posix.monotonicNanos() - start) / 1e6
             switch status {
             case .some(let st) where st.outcome == Int32(AGENTD_EXEC_FAILED.rawValue):
-                let what = st.stage == 1 ? "working directory" : "command"
+                let reason = String(cString: strerror(st.err))
                 let kind: SandboxError.Kind = (st.err == ENOENT || st.err == ENOTDIR) ? .notFound : .invalidArgument
+                let message = st.stage == 1 ? "working directory \(cwd): \(reason)"
+                    : "command \(commandName) could not be started: \(reason)"
                 continuation.finish(throwing: SandboxError(
-                    kind, "\(what) could not be started: \(String(cString: strerror(st.err)))",
-                    field: st.stage == 1 ? "cwd" : "command", stage: "exec", errno: st.err))
+                    kind, message, field: st.stage == 1 ? "cwd" : "command", stage: "exec", errno: st.err))
             case .some(let st):
                 continuation.yield(.exit(ExitStatus(
                     code: st.signal == 0 ? st.code : nil, signal: st.signal == 0 ? nil : st.signal,

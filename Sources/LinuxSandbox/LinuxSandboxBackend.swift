@@ -251,7 +251,9 @@ public actor LinuxSandboxBackend: SandboxBackend {
             for d in [l.directory, l.upper, l.work, l.root, l.lower] { _ = chown(d, owner, owner) }
         }
         let record = SandboxRecord(id: id, spec: spec, createdAt: Date())
-        try Posix.writeFileAtomically(l.record, Array(try JSONEncoder().encode(record)))
+        // Not fsync'd: the daemon's database is the durable copy of the spec,
+        // and a lost record only means create() writes it again.
+        try Posix.writeFileAtomically(l.record, Array(try JSONEncoder().encode(record)), durable: false)
         entries[id] = Entry(record: record)
         return try await status(id)
     }
@@ -377,7 +379,8 @@ public actor LinuxSandboxBackend: SandboxBackend {
                                      startedAt: Date(), limits: limits)
         let rec = RuntimeRecord(pid: spawned.pid, startTime: Self.startTime(of: spawned.pid) ?? 0,
                                 startedAt: runtime.startedAt, limits: limits)
-        try? Posix.writeFileAtomically(runtimeRecordPath(id), Array(try JSONEncoder().encode(rec)))
+        // On the run directory (tmpfs): a reboot forgets it, as it should.
+        try? Posix.writeFileAtomically(runtimeRecordPath(id), Array(try JSONEncoder().encode(rec)), durable: false)
         entries[id]?.runtime = runtime
         entries[id]?.paused = false
         watch(id, runtime)
@@ -538,7 +541,8 @@ public actor LinuxSandboxBackend: SandboxBackend {
         return await LinuxExecProcess(
             channel: runtime.channel, id: id64,
             pipes: .init(stdout: out.read, stderr: err.read, status: status.read, stdin: input.write),
-            stdinBytes: request.stdin, interactive: request.interactiveStdin, timeout: request.timeout, group: group)
+            stdinBytes: request.stdin, interactive: request.interactiveStdin, timeout: request.timeout,
+            commandName: request.command.argv[0], cwd: cwd, group: group)
     }
 
     // MARK: files

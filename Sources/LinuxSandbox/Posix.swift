@@ -66,8 +66,11 @@ enum Posix {
         if n != bytes.count { throw error("write \(what)", n < 0 ? Glibc.errno : EIO) }
     }
 
-    /// Write a file atomically: temp file, fsync, rename, fsync directory.
-    static func writeFileAtomically(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o600) throws(SandboxError) {
+    /// Write a file atomically: temp file, rename; with `durable`, fsync the
+    /// file before and the directory after the rename.
+    static func writeFileAtomically(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o600, durable: Bool = true)
+        throws(SandboxError)
+    {
         let tmp = path + ".tmp"
         let fd = try open(tmp, O_WRONLY | O_CREAT | O_TRUNC, mode)
         var off = 0
@@ -81,14 +84,14 @@ enum Posix {
             }
             off += n
         }
-        if fsync(fd) < 0 {
+        if durable && fsync(fd) < 0 {
             let e = error("fsync \(tmp)")
             close(fd)
             throw e
         }
         close(fd)
         try check(rename(tmp, path), "rename \(path)")
-        fsyncDirectory(of: path)
+        if durable { fsyncDirectory(of: path) }
     }
 
     static func fsyncDirectory(of path: String) {

@@ -12,98 +12,199 @@
  * capability drop are in place, so it holds no privilege the sandboxed
  * commands lack.  It marks itself non-dumpable so they cannot read its fds
  * through /proc/1.
+ *
+ * Why no libc: it is exec'd once per sandbox start, on the critical path, and
+ * a static glibc spends hundreds of microseconds initialising itself (CPU
+ * feature probing traps to the hypervisor on virtual machines).  Everything
+ * here is a raw system call (agentd_syscall.h); it is built -nostdlib.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/sched.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
 #include "../CAgentdSandbox/include/agentd_init_protocol.h"
+#include "../CAgentdSandbox/include/agentd_syscall.h"
 
 #define LISTEN_FD 3
 #define FIRST_CONN_FD 4
 #define MAX_EXECS 4096
+#define MAX_STRINGS (AGENTD_INIT_MAX_MESSAGE / 2 + 2)
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
+/* ---- the few libc pieces the compiler may call --------------------------- */
+
+void *memcpy(void *dst, const void *src, size_t n)
+{
+    unsigned char *d = dst;
+    const unsigned char *s = src;
+    while (n--)
+        *d++ = *s++;
+    return dst;
+}
+
+void *memset(void *dst, int c, size_t n)
+{
+    unsigned char *d = dst;
+    while (n--)
+        *d++ = (unsigned char)c;
+    return dst;
+}
+
+static size_t str_len(const char *s)
+{
+    size_t n = 0;
+    while (s[n])
+        n++;
+    return n;
+}
+
+static int starts_with(const char *s, const char *prefix)
+{
+    while (*prefix)
+        if (*s++ != *prefix++)
+            return 0;
+    return 1;
+}
+
+/* ---- state ------------------------------------------------------------- */
 
 struct exec_record {
     uint64_t id;
-    pid_t pid;
+    int pid;
     int status_fd;
 };
 
 static struct exec_record execs[MAX_EXECS];
 static int n_execs;
 static char message[AGENTD_INIT_MAX_MESSAGE];
+static char *strings[MAX_STRINGS];
+
+/* Kernel layout for rt_sigaction(2). */
+struct k_sigaction {
+    void *handler;
+    unsigned long flags;
+    void *restorer;
+    unsigned long mask;
+};
+
+static void close_fd(int fd)
+{
+    if (fd >= 0)
+        SC1(SYS_close, fd);
+}
+
+static void close_fds(const int *fds, int n)
+{
+    for (int i = 0; i < n; i++)
+        close_fd(fds[i]);
+}
 
 static void write_status(int fd, int outcome, int code, int sig, int err, int stage)
 {
     struct agentd_exec_status st = {AGENTD_INIT_MAGIC, outcome, code, sig, err, stage};
-    ssize_t n;
+    long n;
     do {
-        n = write(fd, &st, sizeof st);
-    } while (n < 0 && errno == EINTR);
-    close(fd);
+        n = SC3(SYS_write, fd, &st, sizeof st);
+    } while (n == -EINTR);
+    close_fd(fd);
 }
 
-/* Find argv0 on PATH taken from the command's own environment. */
-static int resolve_command(const char *name, char *const *envp, char *out, size_t outlen)
+/* ---- starting a command -------------------------------------------------- */
+
+struct child_error {
+    int stage; /* 1 chdir, 2 exec */
+    int err;
+};
+
+/* In the forked child: never returns. */
+static void run_child(int in_fd, int out_fd, int err_fd, int report_fd, const char *cwd, char **argv, char **envp)
 {
-    if (strchr(name, '/')) {
-        if (strlen(name) >= outlen)
-            return ENAMETOOLONG;
-        strcpy(out, name);
-        return access(out, X_OK) == 0 ? 0 : errno;
-    }
-    const char *path = DEFAULT_PATH;
-    for (char *const *e = envp; *e; e++)
-        if (strncmp(*e, "PATH=", 5) == 0)
-            path = *e + 5;
-    int result = ENOENT;
-    const char *p = path;
-    while (*p) {
-        const char *end = strchr(p, ':');
-        size_t len = end ? (size_t)(end - p) : strlen(p);
-        if (len + 1 + strlen(name) + 1 <= outlen) {
-            if (len == 0) {
-                strcpy(out, name);
-            } else {
-                memcpy(out, p, len);
-                out[len] = '/';
-                strcpy(out + len + 1, name);
+    unsigned long empty = 0;
+    struct k_sigaction dfl = {0};
+    SC4(SYS_rt_sigaction, SIGPIPE, &dfl, 0, 8);
+    SC4(SYS_rt_sigprocmask, SIG_SETMASK, &empty, 0, 8);
+    SC0(SYS_setsid);
+    if (in_fd < 0)
+        in_fd = (int)SC4(SYS_openat, AT_FDCWD, "/dev/null", O_RDONLY, 0);
+    SC3(SYS_dup3, in_fd, 0, 0);
+    SC3(SYS_dup3, out_fd, 1, 0);
+    SC3(SYS_dup3, err_fd, 2, 0);
+    struct child_error ce = {0, 0};
+    long rc = cwd[0] ? SC1(SYS_chdir, cwd) : 0;
+    if (rc < 0) {
+        ce.stage = 1;
+        ce.err = (int)-rc;
+    } else {
+        /* Everything else closes on exec; the report pipe already does. */
+        SC3(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC);
+        const char *name = argv[0];
+        int has_slash = 0;
+        for (const char *p = name; *p; p++)
+            if (*p == '/')
+                has_slash = 1;
+        ce.stage = 2;
+        if (has_slash) {
+            ce.err = (int)-SC3(SYS_execve, name, argv, envp);
+        } else {
+            /* execvp semantics, with PATH from the command's environment. */
+            const char *path = DEFAULT_PATH;
+            for (char **e = envp; *e; e++)
+                if (starts_with(*e, "PATH="))
+                    path = *e + 5;
+            size_t nlen = str_len(name);
+            int seen_eacces = 0;
+            ce.err = ENOENT;
+            char buf[4096];
+            const char *p = path;
+            for (;;) {
+                const char *end = p;
+                while (*end && *end != ':')
+                    end++;
+                size_t dlen = (size_t)(end - p);
+                if (dlen + 1 + nlen + 1 <= sizeof buf) {
+                    size_t k = 0;
+                    for (size_t i = 0; i < dlen; i++)
+                        buf[k++] = p[i];
+                    if (dlen > 0)
+                        buf[k++] = '/';
+                    for (size_t i = 0; i < nlen; i++)
+                        buf[k++] = name[i];
+                    buf[k] = 0;
+                    long r = SC3(SYS_execve, buf, argv, envp);
+                    if (r == -EACCES)
+                        seen_eacces = 1;
+                    else if (r != -ENOENT && r != -ENOTDIR)
+                        ce.err = (int)-r;
+                }
+                if (!*end)
+                    break;
+                p = end + 1;
             }
-            struct stat sb;
-            if (stat(out, &sb) == 0 && S_ISREG(sb.st_mode)) {
-                if (access(out, X_OK) == 0)
-                    return 0;
-                result = EACCES;
-            }
+            if (ce.err == ENOENT && seen_eacces)
+                ce.err = EACCES;
         }
-        if (!end)
-            break;
-        p = end + 1;
     }
-    return result;
+    SC3(SYS_write, report_fd, &ce, sizeof ce);
+    SC1(SYS_exit_group, 127);
+    for (;;) {
+    }
 }
 
-static void close_fds(int *fds, int n)
-{
-    for (int i = 0; i < n; i++)
-        if (fds[i] >= 0)
-            close(fds[i]);
-}
-
-static void handle_exec(const struct agentd_init_header *h, const char *payload, int *fds, int nfds)
+static void handle_exec(const struct agentd_init_header *h, char *payload, int *fds, int nfds)
 {
     int has_stdin = !(h->flags & AGENTD_EXEC_NO_STDIN);
     int want = has_stdin ? 4 : 3;
@@ -120,112 +221,76 @@ static void handle_exec(const struct agentd_init_header *h, const char *payload,
     int status_fd = fds[want - 1];
 
     /* Split the payload: cwd, argv..., envp... (all NUL-terminated). */
-    uint32_t need = 1 + h->argc + h->envc;
-    if (h->argc == 0 || h->argc > 65536 || h->envc > 65536) {
+    uint64_t need = 1 + (uint64_t)h->argc + h->envc;
+    if (h->argc == 0 || need + 2 > MAX_STRINGS) {
         write_status(status_fd, AGENTD_EXEC_FAILED, 0, 0, EINVAL, 3);
         close_fds(fds, want - 1);
         return;
     }
-    char **strings = calloc(need + 2, sizeof(char *));
-    if (!strings) {
-        write_status(status_fd, AGENTD_EXEC_FAILED, 0, 0, ENOMEM, 3);
-        close_fds(fds, want - 1);
-        return;
-    }
-    const char *p = payload, *end = payload + h->payload_len;
-    uint32_t i = 0;
+    char *p = payload, *end = payload + h->payload_len;
+    uint64_t i = 0;
     while (i < need && p < end) {
-        const char *nul = memchr(p, 0, (size_t)(end - p));
-        if (!nul)
+        strings[i++] = p;
+        while (p < end && *p)
+            p++;
+        if (p == end)
             break;
-        strings[i++] = (char *)p;
-        p = nul + 1;
+        p++;
     }
-    if (i != need) {
-        free(strings);
+    if (i != need || p > end || (p == end && end[-1] != 0)) {
         write_status(status_fd, AGENTD_EXEC_FAILED, 0, 0, EINVAL, 3);
         close_fds(fds, want - 1);
         return;
     }
+    /* Layout: [cwd][argv...][NULL][envp...][NULL] — shift envp up by one. */
+    for (uint64_t k = need; k > 1 + h->argc; k--)
+        strings[k] = strings[k - 1];
+    strings[1 + h->argc] = 0;
+    strings[need + 1] = 0;
     const char *cwd = strings[0];
     char **argv = &strings[1];
-    /* argv is followed by envp; terminate both lists. */
-    char **envp = calloc(h->envc + 1, sizeof(char *));
-    if (!envp) {
-        free(strings);
-        write_status(status_fd, AGENTD_EXEC_FAILED, 0, 0, ENOMEM, 3);
+    char **envp = &strings[2 + h->argc];
+
+    int report[2];
+    if (SC2(SYS_pipe2, report, O_CLOEXEC) < 0) {
+        write_status(status_fd, AGENTD_EXEC_FAILED, 0, 0, EMFILE, 3);
         close_fds(fds, want - 1);
         return;
     }
-    for (uint32_t k = 0; k < h->envc; k++)
-        envp[k] = strings[1 + h->argc + k];
-    argv[h->argc] = NULL; /* overwrites envp[0]'s slot, already copied */
-
-    struct stat sb;
-    if (cwd[0]) {
-        int e = 0;
-        if (stat(cwd, &sb) != 0)
-            e = errno;
-        else if (!S_ISDIR(sb.st_mode))
-            e = ENOTDIR;
-        if (e) {
-            write_status(status_fd, AGENTD_EXEC_FAILED, 0, 0, e, 1);
-            goto done;
-        }
+    long pid = SC5(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+    if (pid == 0)
+        run_child(in_fd, out_fd, err_fd, report[1], cwd, argv, envp);
+    close_fd(report[1]);
+    close_fds(fds, want - 1);
+    if (pid < 0) {
+        close_fd(report[0]);
+        write_status(status_fd, AGENTD_EXEC_FAILED, 0, 0, (int)-pid, 3);
+        return;
     }
-
-    char resolved[4096];
-    int rc = resolve_command(argv[0], envp, resolved, sizeof resolved);
-    if (rc != 0) {
-        write_status(status_fd, AGENTD_EXEC_FAILED, 0, 0, rc, 2);
-        goto done;
-    }
-
-    posix_spawnattr_t attr;
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_init(&attr);
-    posix_spawn_file_actions_init(&fa);
-    sigset_t none, all;
-    sigemptyset(&none);
-    sigfillset(&all);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setsigdefault(&attr, &all);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    if (in_fd >= 0)
-        posix_spawn_file_actions_adddup2(&fa, in_fd, 0);
-    else
-        posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2(&fa, out_fd, 1);
-    posix_spawn_file_actions_adddup2(&fa, err_fd, 2);
-    if (cwd[0])
-        posix_spawn_file_actions_addchdir_np(&fa, cwd);
-    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-
-    pid_t pid;
-    rc = posix_spawn(&pid, resolved, &fa, &attr, argv, envp);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&attr);
-    if (rc != 0) {
-        write_status(status_fd, AGENTD_EXEC_FAILED, 0, 0, rc, 2);
-        goto done;
+    struct child_error ce;
+    long n;
+    do {
+        n = SC3(SYS_read, report[0], &ce, sizeof ce);
+    } while (n == -EINTR);
+    close_fd(report[0]);
+    if (n == (long)sizeof ce) {
+        int st;
+        SC4(SYS_wait4, pid, &st, 0, 0);
+        write_status(status_fd, AGENTD_EXEC_FAILED, 0, 0, ce.err, ce.stage);
+        return;
     }
     execs[n_execs].id = h->id;
-    execs[n_execs].pid = pid;
+    execs[n_execs].pid = (int)pid;
     execs[n_execs].status_fd = status_fd;
     n_execs++;
-
-done:
-    free(envp);
-    free(strings);
-    close_fds(fds, want - 1);
 }
 
 static void handle_signal(const struct agentd_init_header *h)
 {
     for (int i = 0; i < n_execs; i++) {
         if (execs[i].id == h->id) {
-            if (kill(-execs[i].pid, (int)h->flags) < 0)
-                kill(execs[i].pid, (int)h->flags);
+            if (SC2(SYS_kill, -execs[i].pid, (int)h->flags) < 0)
+                SC2(SYS_kill, execs[i].pid, (int)h->flags);
             return;
         }
     }
@@ -245,10 +310,10 @@ static int handle_request(int conn)
     msg.msg_iovlen = 1;
     msg.msg_control = u.buf;
     msg.msg_controllen = sizeof u.buf;
-    ssize_t n = recvmsg(conn, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-    if (n < 0)
-        return (errno == EINTR || errno == EAGAIN) ? 0 : -1;
-    if (n == 0)
+    long n = SC3(SYS_recvmsg, conn, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    if (n == -EINTR || n == -EAGAIN)
+        return 0;
+    if (n <= 0)
         return -1;
 
     int fds[8], nfds = 0;
@@ -261,7 +326,7 @@ static int handle_request(int conn)
                 if (nfds < 8)
                     fds[nfds++] = fd;
                 else
-                    close(fd);
+                    close_fd(fd);
             }
         }
     }
@@ -294,7 +359,7 @@ static void reap(void)
 {
     for (;;) {
         int status;
-        pid_t pid = waitpid(-1, &status, WNOHANG);
+        long pid = SC4(SYS_wait4, -1, &status, WNOHANG, 0);
         if (pid <= 0)
             return;
         for (int i = 0; i < n_execs; i++) {
@@ -310,34 +375,34 @@ static void reap(void)
     }
 }
 
-int main(void)
+static int fd_valid(int fd)
 {
-    prctl(PR_SET_DUMPABLE, 0);
-    signal(SIGPIPE, SIG_IGN);
+    return SC2(SYS_fcntl, fd, F_GETFD) >= 0;
+}
 
-    sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGCHLD);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGINT);
-    sigprocmask(SIG_BLOCK, &mask, NULL);
-    int sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+int init_main(void)
+{
+    SC2(SYS_prctl, PR_SET_DUMPABLE, 0);
+    struct k_sigaction ign = {SIG_IGN, 0, 0, 0};
+    SC4(SYS_rt_sigaction, SIGPIPE, &ign, 0, 8);
+
+    unsigned long mask = (1UL << (SIGCHLD - 1)) | (1UL << (SIGTERM - 1)) | (1UL << (SIGINT - 1));
+    SC4(SYS_rt_sigprocmask, SIG_BLOCK, &mask, 0, 8);
+    long sigfd = SC4(SYS_signalfd4, -1, &mask, 8, SFD_CLOEXEC | SFD_NONBLOCK);
     if (sigfd < 0)
         return 111;
 
-    int conn = FIRST_CONN_FD;
-    int listening = fcntl(LISTEN_FD, F_GETFD) >= 0;
-    if (fcntl(conn, F_GETFD) < 0)
-        conn = -1;
+    int conn = fd_valid(FIRST_CONN_FD) ? FIRST_CONN_FD : -1;
+    int listening = fd_valid(LISTEN_FD);
     if (conn >= 0)
-        fcntl(conn, F_SETFD, FD_CLOEXEC);
+        SC3(SYS_fcntl, conn, F_SETFD, FD_CLOEXEC);
     if (listening)
-        fcntl(LISTEN_FD, F_SETFD, FD_CLOEXEC);
+        SC3(SYS_fcntl, LISTEN_FD, F_SETFD, FD_CLOEXEC);
 
     for (;;) {
         struct pollfd p[3];
         int np = 0;
-        p[np++] = (struct pollfd){sigfd, POLLIN, 0};
+        p[np++] = (struct pollfd){(int)sigfd, POLLIN, 0};
         int conn_slot = -1, listen_slot = -1;
         if (conn >= 0) {
             conn_slot = np;
@@ -347,36 +412,56 @@ int main(void)
             listen_slot = np;
             p[np++] = (struct pollfd){LISTEN_FD, POLLIN, 0};
         }
-        if (poll(p, (nfds_t)np, -1) < 0) {
-            if (errno == EINTR)
-                continue;
+        long rc = SC5(SYS_ppoll, p, np, 0, 0, 8);
+        if (rc == -EINTR)
+            continue;
+        if (rc < 0)
             return 112;
-        }
         if (p[0].revents & POLLIN) {
             struct signalfd_siginfo si;
             int stop = 0;
-            while (read(sigfd, &si, sizeof si) == (ssize_t)sizeof si)
+            while (SC3(SYS_read, sigfd, &si, sizeof si) == (long)sizeof si)
                 if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
                     stop = 1;
             if (stop) {
-                kill(-1, SIGKILL);
+                SC2(SYS_kill, -1, SIGKILL);
                 return 0;
             }
             reap();
         }
         if (conn_slot >= 0 && p[conn_slot].revents) {
             if ((p[conn_slot].revents & POLLIN) ? handle_request(conn) < 0 : 1) {
-                close(conn);
+                close_fd(conn);
                 conn = -1;
             }
         }
         if (listen_slot >= 0 && (p[listen_slot].revents & POLLIN)) {
-            int c = accept4(LISTEN_FD, NULL, NULL, SOCK_CLOEXEC);
+            long c = SC4(SYS_accept4, LISTEN_FD, 0, 0, SOCK_CLOEXEC);
             if (c >= 0) {
-                if (conn >= 0)
-                    close(conn);
-                conn = c;
+                close_fd(conn);
+                conn = (int)c;
             }
         }
     }
 }
+
+/* The entry point: no libc to set anything up, so call init_main and exit. */
+#if defined(__x86_64__)
+__asm__(".globl _start\n"
+        "_start:\n"
+        "  xor %ebp, %ebp\n"
+        "  and $-16, %rsp\n"
+        "  call init_main\n"
+        "  mov %eax, %edi\n"
+        "  mov $231, %eax\n"
+        "  syscall\n"
+        "  hlt\n");
+#elif defined(__aarch64__)
+__asm__(".globl _start\n"
+        "_start:\n"
+        "  mov x29, #0\n"
+        "  mov x30, #0\n"
+        "  bl init_main\n"
+        "  mov x8, #94\n"
+        "  svc #0\n");
+#endif
