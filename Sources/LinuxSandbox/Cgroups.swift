@@ -1,4 +1,5 @@
 import SandboxKit
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -40,6 +41,12 @@ protocol CgroupDriver: Sendable {
     func existing() -> [String]
     /// Remove the parent directory if nothing is left in it.
     func removeParentIfEmpty()
+    /// Make empty cgroups ahead of need, off the start path (blocking).
+    func prepareSpares(count: Int)
+}
+
+extension CgroupDriver {
+    func prepareSpares(count: Int) {}
 }
 
 /// The lines of /proc/self/mountinfo that describe cgroup file systems.
@@ -304,6 +311,10 @@ final class CgroupV2Driver: CgroupDriver {
 final class CgroupV1Driver: CgroupDriver {
     let name = "cgroup v1 (hybrid host)"
     let notes: [String]
+    /// Empty cgroups made ahead of need: a v1 sandbox has one directory per
+    /// hierarchy, and creating five memcg/pids/cpu/freezer directories costs
+    /// more than renaming them (v1 cgroups can be renamed; v2 ones cannot).
+    private let spares = Mutex<[String]>([])
     /// controller -> "<mount>/<parent>"
     private let roots: [String: String]
     /// The distinct hierarchy directories (cpu and cpuacct may share one).
@@ -319,7 +330,11 @@ final class CgroupV1Driver: CgroupDriver {
         }
         self.roots = roots
         hierarchies = Array(Set(roots.values)).sorted()
-        for h in hierarchies { try Posix.makeDirectories(h) }
+        for h in hierarchies {
+            try Posix.makeDirectories(h)
+            // Spares of an earlier run are not known to anyone: remove them.
+            for n in Posix.listDirectory(h) where n.hasPrefix(".spare-") { _ = rmdir(h + "/" + n) }
+        }
         var notes = ["io weight is not enforced with cgroup v1"]
         if roots["cpu"] == nil { notes.append("cpu controller not mounted: cpu limits are not enforced") }
         self.notes = notes
@@ -329,13 +344,46 @@ final class CgroupV1Driver: CgroupDriver {
         roots[controller].map { $0 + "/" + name }
     }
 
-    func create(_ name: String, limits: ResourceLimits) throws(SandboxError) {
+    func prepareSpares(count: Int) {
+        while spares.withLock({ $0.count }) < count {
+            let spare = ".spare-" + String(UInt64.random(in: 0...UInt64.max), radix: 36)
+            var made: [String] = []
+            for h in hierarchies {
+                if mkdir(h + "/" + spare, 0o755) == 0 { made.append(h) } else { break }
+            }
+            guard made.count == hierarchies.count else {
+                for h in made { _ = rmdir(h + "/" + spare) }
+                return
+            }
+            spares.withLock { $0.append(spare) }
+        }
+    }
+
+    /// Rename a spare into place in every hierarchy; false if none was usable.
+    private func takeSpare(as name: String) -> Bool {
+        guard let spare = spares.withLock({ $0.popLast() }) else { return false }
+        var moved: [String] = []
         for h in hierarchies {
-            let d = h + "/" + name
-            if mkdir(d, 0o755) < 0 && errno != EEXIST {
-                let e = Posix.error("mkdir \(d)")
-                try? remove(name)
-                throw e
+            if rename(h + "/" + spare, h + "/" + name) == 0 {
+                moved.append(h)
+            } else {
+                for m in moved { _ = rename(m + "/" + name, m + "/" + spare) }
+                for h2 in hierarchies { _ = rmdir(h2 + "/" + spare) }
+                return false
+            }
+        }
+        return true
+    }
+
+    func create(_ name: String, limits: ResourceLimits) throws(SandboxError) {
+        if !takeSpare(as: name) {
+            for h in hierarchies {
+                let d = h + "/" + name
+                if mkdir(d, 0o755) < 0 && errno != EEXIST {
+                    let e = Posix.error("mkdir \(d)")
+                    try? remove(name)
+                    throw e
+                }
             }
         }
         do {
@@ -447,6 +495,14 @@ final class CgroupV1Driver: CgroupDriver {
     }
 
     func removeParentIfEmpty() {
+        let left = spares.withLock { s -> [String] in
+            let all = s
+            s = []
+            return all
+        }
+        for spare in left {
+            for h in hierarchies { _ = rmdir(h + "/" + spare) }
+        }
         for h in hierarchies { _ = rmdir(h) }
     }
 }

@@ -62,13 +62,42 @@ struct SandboxRecord: Codable {
 }
 
 /// What is written to the run directory while a sandbox runs, to find it
-/// again after agentd restarts.
-struct RuntimeRecord: Codable {
+/// again after agentd restarts: one line of numbers, cheap to write on the
+/// start path ("-" for a limit left to the default).
+struct RuntimeRecord: Equatable {
     var pid: Int32
     /// Field 22 of /proc/PID/stat: tells a reused pid apart.
     var startTime: UInt64
     var startedAt: Date
     var limits: ResourceLimits
+
+    var line: String {
+        func f<T>(_ v: T?) -> String { v.map { "\($0)" } ?? "-" }
+        let l = limits
+        return [
+            "1", "\(pid)", "\(startTime)", "\(Int64(startedAt.timeIntervalSince1970 * 1000))", f(l.memoryBytes),
+            f(l.swapBytes), f(l.pids), f(l.cpuMillis), f(l.ioWeight), f(l.openFiles), f(l.tmpBytes),
+        ].joined(separator: " ") + "\n"
+    }
+
+    init(pid: Int32, startTime: UInt64, startedAt: Date, limits: ResourceLimits) {
+        self.pid = pid
+        self.startTime = startTime
+        self.startedAt = startedAt
+        self.limits = limits
+    }
+
+    init?(line: String) {
+        let f = line.trimmed.split(separator: " ").map(String.init)
+        guard f.count == 11, f[0] == "1", let pid = Int32(f[1]), let st = UInt64(f[2]), let ms = Int64(f[3]) else {
+            return nil
+        }
+        self.pid = pid
+        startTime = st
+        startedAt = Date(timeIntervalSince1970: Double(ms) / 1000)
+        limits = ResourceLimits(memoryBytes: UInt64(f[4]), swapBytes: UInt64(f[5]), pids: Int(f[6]),
+                                cpuMillis: Int(f[7]), ioWeight: Int(f[8]), openFiles: Int(f[9]), tmpBytes: UInt64(f[10]))
+    }
 }
 
 /// A running sandbox's process and connection.
@@ -220,7 +249,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
     }
 
     private func socketPath(_ id: SandboxID) -> String { config.runDirectory + "/" + id.rawValue + ".sock" }
-    private func runtimeRecordPath(_ id: SandboxID) -> String { config.runDirectory + "/" + id.rawValue + ".json" }
+    private func runtimeRecordPath(_ id: SandboxID) -> String { config.runDirectory + "/" + id.rawValue + ".run" }
 
     private func validate(_ spec: SandboxSpec) throws(SandboxError) -> ResourceLimits {
         try spec.validate()
@@ -380,7 +409,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
         let rec = RuntimeRecord(pid: spawned.pid, startTime: Self.startTime(of: spawned.pid) ?? 0,
                                 startedAt: runtime.startedAt, limits: limits)
         // On the run directory (tmpfs): a reboot forgets it, as it should.
-        try? Posix.writeFileAtomically(runtimeRecordPath(id), Array(try JSONEncoder().encode(rec)), durable: false)
+        try? Posix.writeFileAtomically(runtimeRecordPath(id), Array(rec.line.utf8), durable: false)
         entries[id]?.runtime = runtime
         entries[id]?.paused = false
         watch(id, runtime)
@@ -650,12 +679,16 @@ public actor LinuxSandboxBackend: SandboxBackend {
         netnsPool.popLast()
     }
 
-    /// Keep `networkNamespacePool` namespaces ready (made off the start path).
+    /// Keep `networkNamespacePool` namespaces and as many spare cgroups
+    /// ready, made off the start path.
     func refillNetworkPool() {
-        guard !refilling, netnsPool.count < config.networkNamespacePool else { return }
+        guard !refilling else { return }
         refilling = true
+        let cgroups = self.cgroups
+        let spares = config.networkNamespacePool
         Task.detached(priority: .utility) { [weak self] in
             guard let self else { return }
+            try? await NIOThreadPool.singleton.runIfActive { cgroups.prepareSpares(count: spares) }
             while await self.needsNetns() {
                 let fd = (try? await NIOThreadPool.singleton.runIfActive { agentd_netns_create() }) ?? -1
                 guard fd >= 0 else { break }
@@ -736,7 +769,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
                 continue
             }
             var entry = Entry(record: record)
-            if let runtime = adopt(id, decoder: decoder) {
+            if let runtime = adopt(id) {
                 entry.runtime = runtime
                 entry.paused = cgroups.isFrozen(id.rawValue)
                 entries[id] = entry
@@ -757,15 +790,14 @@ public actor LinuxSandboxBackend: SandboxBackend {
             try? cgroups.remove(name)
         }
         for file in Posix.listDirectory(config.runDirectory) {
-            let base = file.hasSuffix(".sock") ? String(file.dropLast(5)) : file.hasSuffix(".json") ? String(file.dropLast(5)) : nil
+            let base = file.hasSuffix(".sock") || file.hasSuffix(".run") ? String(file.split(separator: ".")[0]) : nil
             guard let base, let id = try? SandboxID(base), entries[id]?.runtime == nil else { continue }
             _ = unlink(config.runDirectory + "/" + file)
         }
     }
 
-    private func adopt(_ id: SandboxID, decoder: JSONDecoder) -> SandboxRuntime? {
-        guard let text = try? Posix.readFile(runtimeRecordPath(id)),
-              let rec = try? decoder.decode(RuntimeRecord.self, from: Data(text.utf8)) else { return nil }
+    private func adopt(_ id: SandboxID) -> SandboxRuntime? {
+        guard let text = try? Posix.readFile(runtimeRecordPath(id)), let rec = RuntimeRecord(line: text) else { return nil }
         guard rec.pid > 1, Self.startTime(of: rec.pid) == rec.startTime else { return nil }
         let pidfd = agentd_pidfd_open(rec.pid)
         guard pidfd >= 0 else { return nil }

@@ -45,6 +45,12 @@ enum MountPlan {
                                     "/sys/devices/virtual/powercap"]
     static let readOnlyPaths = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
 
+    /// The sandbox's /proc and /sys come from the same kernel as the host's:
+    /// entries the host lacks are left out of the plan once, here.
+    static let hostMaskedFiles = maskedFiles.filter(Posix.exists)
+    static let hostMaskedDirectories = maskedDirectories.filter(Posix.exists)
+    static let hostReadOnlyPaths = readOnlyPaths.filter(Posix.exists)
+
     /// Device nodes of the minimal /dev: name, major, minor.
     static let devices: [(String, UInt32, UInt32)] = [
         ("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0),
@@ -71,12 +77,14 @@ enum MountPlan {
         var overlay = "lowerdir=\(lowerdir),upperdir=\(layout.upper),workdir=\(layout.work)"
         if userns { overlay += ",userxattr" }
         ops.append(.mount(source: "overlay", target: root, fstype: "overlay", flags: 0, data: overlay))
-        for d in ["/proc", "/dev", "/sys", "/tmp", "/workspace"] { ops.append(.mkdir(root + d)) }
+        // Mount points the image lacks are made in the upper layer.
+        var dirs = ["/proc", "/dev", "/sys", "/tmp", "/workspace"]
         var walked = ""
         for part in spec.workdir.split(separator: "/") {
             walked += "/" + part
-            ops.append(.mkdir(root + walked))
+            if !dirs.contains(walked) { dirs.append(walked) }
         }
+        for d in dirs where !Posix.isDirectory(imagePath + d) { ops.append(.mkdir(root + d)) }
 
         // /proc of the sandbox's own pid namespace.
         ops.append(.mount(source: "proc", target: root + "/proc", fstype: "proc",
@@ -117,16 +125,16 @@ enum MountPlan {
         ops.append(.mount(source: "sysfs", target: root + "/sys", fstype: "sysfs",
                           flags: msRdonly | msNosuid | msNodev | msNoexec, data: nil))
 
-        for f in maskedFiles {
+        for f in hostMaskedFiles {
             ops.append(.mount(source: "/dev/null", target: root + f, fstype: nil, flags: msBind, data: nil,
                               optional: true))
         }
-        for d in maskedDirectories {
+        for d in hostMaskedDirectories {
             ops.append(.mount(source: "tmpfs", target: root + d, fstype: "tmpfs",
                               flags: msRdonly | msNosuid | msNodev | msNoexec, data: "size=0,nr_inodes=1",
                               optional: true))
         }
-        for p in readOnlyPaths {
+        for p in hostReadOnlyPaths {
             ops.append(.mount(source: root + p, target: root + p, fstype: nil, flags: msBind | msRec, data: nil,
                               optional: true))
             ops.append(.mount(source: nil, target: root + p, fstype: nil,
