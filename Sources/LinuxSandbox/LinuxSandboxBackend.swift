@@ -408,8 +408,12 @@ public actor LinuxSandboxBackend: SandboxBackend {
                                      startedAt: Date(), limits: limits)
         let rec = RuntimeRecord(pid: spawned.pid, startTime: Self.startTime(of: spawned.pid) ?? 0,
                                 startedAt: runtime.startedAt, limits: limits)
-        // On the run directory (tmpfs): a reboot forgets it, as it should.
-        try? Posix.writeFileAtomically(runtimeRecordPath(id), Array(rec.line.utf8), durable: false)
+        // On the run directory (tmpfs): a reboot forgets it, as it should.  A
+        // plain write: a torn record only means the sandbox is not re-adopted.
+        if let fd = try? Posix.open(runtimeRecordPath(id), O_WRONLY | O_CREAT | O_TRUNC, 0o600) {
+            try? Posix.write(fd, rec.line, what: runtimeRecordPath(id))
+            Posix.close(fd)
+        }
         entries[id]?.runtime = runtime
         entries[id]?.paused = false
         watch(id, runtime)
