@@ -146,7 +146,7 @@ final class SandboxRuntime: Sendable {
 /// The Linux sandbox backend: namespaces, an overlay root, cgroups, seccomp
 /// and no capabilities, with agentd-init as PID 1 (see ARCHITECTURE.md).
 public actor LinuxSandboxBackend: SandboxBackend {
-    public let config: LinuxSandboxConfig
+    public nonisolated let config: LinuxSandboxConfig
     let logger: Logger
     let cgroups: any CgroupDriver
     let seccomp: SeccompProgram
@@ -157,6 +157,8 @@ public actor LinuxSandboxBackend: SandboxBackend {
     let group: any EventLoopGroup
     let hostMemory: UInt64
     let hostCPUs: Int
+    /// flock(2) on STATE/.sandbox.lock: one backend per state directory.
+    private var lockFD: Int32
     private var netnsPool: [Int32] = []
     private var refilling = false
     private var userns: Int32 = -1
@@ -206,6 +208,13 @@ public actor LinuxSandboxBackend: SandboxBackend {
             try Posix.makeDirectories(dir, mode: mode_t(mode))
             _ = chmod(dir, mode_t(mode))
         }
+        let lockPath = config.stateDirectory + "/.sandbox.lock"
+        lockFD = try Posix.open(lockPath, O_RDWR | O_CREAT, 0o600)
+        guard flock(lockFD, LOCK_EX | LOCK_NB) == 0 else {
+            Posix.close(lockFD)
+            throw SandboxError(.conflict, "another agentd is using the state directory \(config.stateDirectory)",
+                               field: "state_dir")
+        }
         let probe = config.runDirectory + "/" + String(repeating: "x", count: 64) + ".sock"
         guard probe.utf8.count < 108 else {
             throw SandboxError(.invalidArgument,
@@ -224,7 +233,20 @@ public actor LinuxSandboxBackend: SandboxBackend {
         idmappedImages = [:]
         Posix.close(userns)
         userns = -1
+        Posix.close(lockFD)
+        lockFD = -1
     }
+
+    /// Stop every sandbox, remove the cgroup parent and release everything:
+    /// what `agentd sandbox run`, the tests and the benchmark end with.
+    public func close() async {
+        await stopAll()
+        cgroups.removeParentIfEmpty()
+        shutdown()
+    }
+
+    /// Names of sandbox cgroups that exist now (for leak checks).
+    public func cgroupNames() -> [String] { cgroups.existing() }
 
     public func stopAll() async {
         for id in entries.keys.sorted() where entries[id]?.runtime != nil {
@@ -382,7 +404,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
             (Int32(RLIMIT_CORE.rawValue), 0, 0),
         ]
         s.seccomp = seccomp
-        s.stdio = [-1, -1, 2]
+        s.stdio = [-1, -1, -1]
         s.passFDs = [listenFD, pair[1]]
         s.execFD = initBinary.fd
 

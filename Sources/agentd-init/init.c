@@ -383,6 +383,8 @@ static int fd_valid(int fd)
 int init_main(void)
 {
     SC2(SYS_prctl, PR_SET_DUMPABLE, 0);
+    /* exec from a memfd names us "memfd:agentd-init"; ps should say agentd-init. */
+    SC2(SYS_prctl, PR_SET_NAME, "agentd-init");
     struct k_sigaction ign = {SIG_IGN, 0, 0, 0};
     SC4(SYS_rt_sigaction, SIGPIPE, &ign, 0, 8);
 

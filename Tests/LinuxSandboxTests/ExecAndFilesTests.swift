@@ -1,0 +1,109 @@
+import SandboxKit
+import Testing
+@testable import LinuxSandbox
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite("Exec and files (as root, real sandboxes)", .serialized)
+struct ExecAndFilesTests {
+    @Test func execStreamsOutputAndReportsHowItEnded() async throws {
+        try await TestEnvironment.withBackend { b in
+            let id = try await b.started(TestEnvironment.id(), TestEnvironment.spec)
+            let r = try await b.run(id, ExecRequest(command: .shell("echo out; echo err >&2; exit 7")))
+            #expect(r.status.code == 7)
+            #expect(r.stdoutString == "out\n")
+            #expect(r.stderrString == "err\n")
+            let killed = try await b.run(id, ExecRequest(command: .shell("kill -9 $$")))
+            #expect(killed.status.signal == 9)
+            #expect(killed.status.shellCode == 137)
+            let env = try await b.run(id, ExecRequest(command: .argv(["sh", "-c", "echo $FOO:$PWD"]), cwd: "/tmp",
+                                                      env: ["FOO": "bar"]))
+            #expect(env.stdoutString == "bar:/tmp\n")
+            let input = try await b.run(id, ExecRequest(command: .argv(["cat"]), stdin: Array("from stdin".utf8)))
+            #expect(input.stdoutString == "from stdin")
+            // Output arrives as it is produced, before the command ends.
+            let p = try await b.exec(id, ExecRequest(command: .shell("echo first; sleep 2; echo second")))
+            var firstAt: UInt64 = 0, endAt: UInt64 = 0
+            for try await e in p.events {
+                if case .stdout(let bytes) = e, String(decoding: bytes, as: UTF8.self).contains("first"), firstAt == 0 {
+                    firstAt = Posix.monotonicNanos()
+                }
+                if case .exit = e { endAt = Posix.monotonicNanos() }
+            }
+            #expect(firstAt > 0 && endAt > firstAt + 1_000_000_000)
+        }
+    }
+
+    @Test func interactiveStdin() async throws {
+        try await TestEnvironment.withBackend { b in
+            let id = try await b.started(TestEnvironment.id(), TestEnvironment.spec)
+            let p = try await b.exec(id, ExecRequest(command: .argv(["sh", "-c", "read a; echo got:$a; read b; echo got:$b"]),
+                                                     interactiveStdin: true))
+            try await p.write(stdin: Array("one\n".utf8))
+            try await p.write(stdin: Array("two\n".utf8))
+            await p.closeStdin()
+            let r = try await p.collect()
+            #expect(r.stdoutString == "got:one\ngot:two\n")
+        }
+    }
+
+    @Test func filesRoundTripAndListing() async throws {
+        try await TestEnvironment.withBackend { b in
+            let id = try await b.started(TestEnvironment.id(), TestEnvironment.spec)
+            var big = [UInt8](repeating: 0, count: 5 << 20)
+            for i in big.indices { big[i] = UInt8(truncatingIfNeeded: i &* 31) }
+            let chunks = ByteChunks { c in
+                var off = 0
+                while off < big.count {
+                    c.yield(Array(big[off..<min(off + 70_001, big.count)]))
+                    off += 70_001
+                }
+                c.finish()
+            }
+            let info = try await b.writeFile(id, path: "dir/sub/big.bin", mode: 0o600, contents: chunks)
+            #expect(info.size == UInt64(big.count))
+            #expect(info.mode == 0o600)
+            #expect(try await b.readAll(id, path: "/workspace/dir/sub/big.bin") == big)
+            #expect(try await b.sh(id, "md5sum /workspace/dir/sub/big.bin | cut -c1-8").count == 9)
+            let list = try await b.listFiles(id, path: "dir")
+            #expect(list.map(\.name) == ["sub"])
+            #expect(list.first?.kind == .directory)
+            try await b.makeDirectory(id, path: "/workspace/a/b/c", parents: true)
+            #expect(try await b.stat(id, path: "a/b/c").kind == .directory)
+            try await b.removeFile(id, path: "dir", recursive: true)
+            await #expect(throws: SandboxError.self) { try await b.stat(id, path: "dir") }
+            // Files written by commands are visible to the files API and back.
+            _ = try await b.sh(id, "printf hello > /workspace/h.txt")
+            #expect(try await b.readAll(id, path: "h.txt") == Array("hello".utf8))
+            try await b.writeFile(id, path: "/tmp/t.txt", bytes: Array("x".utf8))
+            #expect(try await b.sh(id, "cat /tmp/t.txt") == "x")
+        }
+    }
+
+    @Test func pathsThatEscapeAreRefusedAndTouchNothingOnTheHost() async throws {
+        try await TestEnvironment.withBackend { b in
+            let id = try await b.started(TestEnvironment.id(), TestEnvironment.spec)
+            _ = try await b.sh(id, "ln -s ../../../../../../../../ /workspace/up; ln -s /etc /workspace/abs; " +
+                               "ln -s /proc/1/root /workspace/magic")
+            let hostFile = "/tmp/agentd-escape-\(getpid())"
+            defer { unlink(hostFile) }
+            for bad in ["../../../etc/passwd", "/../../etc/passwd", "/proc/self/environ", "/sys/kernel",
+                        "up/etc/passwd", "abs/passwd", "magic/etc/passwd", "up\(hostFile)", "a\u{0}b"] {
+                await #expect(throws: SandboxError.self, "\(bad) was not refused") {
+                    _ = try await b.readAll(id, path: bad)
+                }
+                await #expect(throws: SandboxError.self, "\(bad) write was not refused") {
+                    try await b.writeFile(id, path: bad, bytes: [1])
+                }
+            }
+            #expect(!Posix.exists(hostFile))
+            do {
+                _ = try await b.readAll(id, path: "up/etc/passwd")
+            } catch let e as SandboxError {
+                #expect(e.kind == .invalidArgument)
+                #expect(e.field == "path")
+            }
+        }
+    }
+}
