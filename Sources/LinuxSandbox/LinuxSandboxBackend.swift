@@ -741,7 +741,8 @@ public actor LinuxSandboxBackend: SandboxBackend {
         }
         let fd = agentd_detached_tree(path, userns)
         guard fd >= 0 else {
-            throw Posix.error("idmapped mount of \(path) (user namespace mode needs kernel 5.19+)", kind: .unsupported)
+            throw Posix.error("idmapped mount of \(path): user namespace mode needs a kernel that can idmap the image's "
+                              + "file system (ext4, xfs, btrfs: 5.12+ and overlay layers 5.19+; tmpfs: 6.3+)", kind: .unsupported)
         }
         idmappedImages[path] = fd
         return fd

@@ -9,6 +9,18 @@ import Glibc
 /// hybrid host, v2 elsewhere; the VM tier runs the same checks on pure v2).
 @Suite("Limits (as root, real cgroups)", .serialized)
 struct LimitsTests {
+    /// AGENTD_EXPECT_CGROUP=v1|v2 (set by the test runner and the VM tier)
+    /// makes sure the tier runs on the driver it is meant to cover.
+    @Test func theExpectedCgroupDriverIsInUse() async throws {
+        try await TestEnvironment.withBackend { b in
+            let name = await b.info().cgroupDriver
+            #expect(name != "none", "no cgroup driver: limits would not be enforced")
+            if let expected = getenv("AGENTD_EXPECT_CGROUP").map({ String(cString: $0) }) {
+                #expect(name.hasPrefix("cgroup \(expected)"), "driver is \(name), expected \(expected)")
+            }
+        }
+    }
+
     @Test func forkBombIsContainedAndHostStaysResponsive() async throws {
         try await TestEnvironment.withBackend { b in
             var spec = TestEnvironment.spec

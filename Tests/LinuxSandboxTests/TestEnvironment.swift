@@ -45,9 +45,14 @@ enum TestEnvironment {
         }
     }
 
+    /// AGENTD_TEST_IMAGE: a ready image (with agentd-probe) to use instead of
+    /// building one (the VM tier has no rootfs/build inside).
+    static let prebuiltImage: String? = getenv("AGENTD_TEST_IMAGE").map { String(cString: $0) }
+
     static let prepared: Result<Void, any Error> = {
         do {
             removeStaleTestCgroups()
+            if prebuiltImage != nil { return .success(()) }
             // State directories of earlier test processes that have exited.
             for name in Posix.listDirectory("/tmp") where name.hasPrefix("agentd-t") {
                 if let pid = Int32(name.dropFirst("agentd-t".count)), pid != getpid(), kill(pid, 0) != 0 {
@@ -69,7 +74,7 @@ enum TestEnvironment {
         }
     }()
 
-    static var imagePath: String { root + "/images/minimal" }
+    static var imagePath: String { prebuiltImage ?? root + "/images/minimal" }
 
     static func requireRoot() throws {
         guard geteuid() == 0 else {
