@@ -94,6 +94,10 @@ static int child_main(void *arg)
         if (sig != SIGKILL && sig != SIGSTOP)
             SC4(SYS_rt_sigaction, sig, &dfl, 0, 8);
 
+    /* Threads of the daemon can carry a nice value (Swift task priorities
+     * map to it): sandboxes start from a neutral one. */
+    SC3(SYS_setpriority, PRIO_PROCESS, 0, 0);
+
     /* cgroup v1: move ourselves into each controller's cgroup first, so all
      * that follows is accounted there. */
     for (int i = 0; i < cfg->n_attach_fds; i++)
