@@ -11,6 +11,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "agentd", targets: ["agentd"]),
+        .executable(name: "agentctl", targets: ["agentctl"]),
         .executable(name: "agentd-init", targets: ["agentd-init"]),
     ],
     dependencies: [
@@ -18,6 +19,13 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: [
         // The C that Swift cannot do: clone3, mounts, pivot_root, seccomp, caps, exec.
@@ -46,13 +54,54 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
+        // Wire types shared by the daemon, agentctl and tests; IDs, roles, errors.
+        .target(name: "AgentdModel"),
+        // SQLite (GRDB) persistence: migrations, group commit, run queue.
+        .target(
+            name: "AgentdStore",
+            dependencies: ["AgentdModel", .product(name: "GRDB", package: "GRDB.swift"),
+                           .product(name: "Logging", package: "swift-log")]
+        ),
+        // The domain: auth, agents, sessions, sandboxes, secrets, events.
+        .target(
+            name: "AgentdCore",
+            dependencies: [
+                "AgentdModel", "AgentdStore", "SandboxKit",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
+        // The HTTP API (Hummingbird): routes, auth, SSE, OpenAPI, metrics.
+        .target(
+            name: "AgentdServer",
+            dependencies: [
+                "AgentdCore", "AgentdModel", "SandboxKit",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            resources: [.copy("openapi.json")]
+        ),
         .executableTarget(
             name: "agentd",
             dependencies: [
-                "SandboxKit", "LinuxSandbox",
+                "SandboxKit", "LinuxSandbox", "AgentdCore", "AgentdServer", "AgentdStore", "AgentdModel",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "TOMLKit", package: "TOMLKit"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]
+        ),
+        .executableTarget(
+            name: "agentctl",
+            dependencies: [
+                "AgentdModel",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ]
         ),
         .executableTarget(
@@ -61,6 +110,7 @@ let package = Package(
         ),
 
         .testTarget(name: "SandboxKitTests", dependencies: ["SandboxKit"]),
+        .testTarget(name: "AgentdStoreTests", dependencies: ["AgentdStore", "AgentdModel"]),
         .testTarget(
             name: "LinuxSandboxTests",
             dependencies: ["SandboxKit", "LinuxSandbox", "CAgentdSandbox"]

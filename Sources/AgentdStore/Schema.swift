@@ -1,0 +1,116 @@
+import GRDB
+
+/// The schema, as forward-only migrations.  A migration once released is
+/// never edited: a change is a new migration appended here.  `StoreTests`
+/// opens a database at every earlier version and migrates it forward.
+enum Schema {
+    static var migrator: DatabaseMigrator {
+        var m = DatabaseMigrator()
+        m.registerMigration("v1 teams, keys, agents, sessions, events, runs, secrets, audit") { db in
+            try db.execute(sql: """
+                CREATE TABLE teams (
+                    id TEXT PRIMARY KEY,
+                    name TEXT NOT NULL UNIQUE,
+                    created_at INTEGER NOT NULL
+                );
+                CREATE TABLE api_keys (
+                    id TEXT PRIMARY KEY,
+                    team_id TEXT NOT NULL REFERENCES teams(id) ON DELETE CASCADE,
+                    name TEXT NOT NULL,
+                    role TEXT NOT NULL CHECK (role IN ('admin','owner','member','viewer')),
+                    hash TEXT NOT NULL UNIQUE,
+                    prefix TEXT NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    revoked_at INTEGER,
+                    last_used_at INTEGER
+                );
+                CREATE INDEX api_keys_team ON api_keys(team_id, created_at);
+                CREATE TABLE agents (
+                    id TEXT PRIMARY KEY,
+                    team_id TEXT NOT NULL REFERENCES teams(id) ON DELETE CASCADE,
+                    name TEXT NOT NULL,
+                    spec TEXT NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL,
+                    UNIQUE (team_id, name)
+                );
+                CREATE TABLE sessions (
+                    id TEXT PRIMARY KEY,
+                    team_id TEXT NOT NULL REFERENCES teams(id) ON DELETE CASCADE,
+                    agent_id TEXT NOT NULL REFERENCES agents(id) ON DELETE RESTRICT,
+                    title TEXT NOT NULL,
+                    status TEXT NOT NULL DEFAULT 'idle',
+                    sandbox_state TEXT NOT NULL DEFAULT 'none',
+                    last_seq INTEGER NOT NULL DEFAULT 0,
+                    active_run_id TEXT,
+                    prompt_tokens INTEGER NOT NULL DEFAULT 0,
+                    completion_tokens INTEGER NOT NULL DEFAULT 0,
+                    cost_usd REAL NOT NULL DEFAULT 0,
+                    created_at INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL,
+                    last_active_at INTEGER NOT NULL
+                );
+                CREATE INDEX sessions_team ON sessions(team_id, created_at DESC, id DESC);
+                CREATE INDEX sessions_agent ON sessions(team_id, agent_id, created_at DESC, id DESC);
+                CREATE INDEX sessions_status ON sessions(team_id, status, created_at DESC, id DESC);
+                CREATE TABLE events (
+                    session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+                    seq INTEGER NOT NULL,
+                    run_id TEXT,
+                    kind TEXT NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    data TEXT NOT NULL,
+                    PRIMARY KEY (session_id, seq)
+                ) WITHOUT ROWID;
+                CREATE INDEX events_run ON events(run_id, seq) WHERE run_id IS NOT NULL;
+                CREATE TABLE runs (
+                    id TEXT PRIMARY KEY,
+                    session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+                    team_id TEXT NOT NULL,
+                    state TEXT NOT NULL CHECK (state IN ('queued','running','succeeded','failed','cancelled')),
+                    message_seq INTEGER NOT NULL,
+                    error TEXT,
+                    steps INTEGER NOT NULL DEFAULT 0,
+                    prompt_tokens INTEGER NOT NULL DEFAULT 0,
+                    completion_tokens INTEGER NOT NULL DEFAULT 0,
+                    cost_usd REAL NOT NULL DEFAULT 0,
+                    cancel_requested INTEGER NOT NULL DEFAULT 0,
+                    lease_owner TEXT,
+                    lease_until INTEGER,
+                    created_at INTEGER NOT NULL,
+                    started_at INTEGER,
+                    finished_at INTEGER
+                );
+                CREATE INDEX runs_queue ON runs(state, created_at);
+                CREATE INDEX runs_session ON runs(session_id, created_at);
+                -- At most one run per session is running at a time.
+                CREATE UNIQUE INDEX runs_one_running ON runs(session_id) WHERE state = 'running';
+                CREATE TABLE secrets (
+                    id TEXT PRIMARY KEY,
+                    team_id TEXT NOT NULL REFERENCES teams(id) ON DELETE CASCADE,
+                    agent_id TEXT NOT NULL DEFAULT '',
+                    name TEXT NOT NULL,
+                    ciphertext BLOB NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL,
+                    UNIQUE (team_id, agent_id, name)
+                );
+                CREATE TABLE audit (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    at INTEGER NOT NULL,
+                    key_id TEXT,
+                    team_id TEXT,
+                    action TEXT NOT NULL,
+                    resource TEXT NOT NULL,
+                    resource_id TEXT,
+                    detail TEXT
+                );
+                CREATE INDEX audit_team ON audit(team_id, id);
+                """)
+        }
+        return m
+    }
+
+    /// Identifiers of every migration this binary knows, oldest first.
+    static var known: [String] { migrator.migrations }
+}

@@ -1,0 +1,346 @@
+import AgentdModel
+import GRDB
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// A run claimed by a worker, with its lease.
+public struct RunClaim: Sendable, Equatable {
+    public var run: Run
+    public var teamID: String
+    public var leaseUntil: Date
+    /// The run was running under an earlier lease (a crashed worker/daemon).
+    public var resumed: Bool
+}
+
+extension Store {
+    // MARK: sessions
+
+    static func session(_ r: Row) -> Session {
+        Session(id: r["id"], teamID: r["team_id"], agentID: r["agent_id"], title: r["title"], status: r["status"],
+                sandboxState: r["sandbox_state"], lastSeq: r["last_seq"], activeRunID: r["active_run_id"],
+                usage: Usage(promptTokens: r["prompt_tokens"], completionTokens: r["completion_tokens"],
+                             costUSD: r["cost_usd"]),
+                createdAt: Timestamp.date(millis: r["created_at"]), updatedAt: Timestamp.date(millis: r["updated_at"]))
+    }
+
+    public func createSession(id: String, teamID: String, agentID: String, title: String, audit: AuditEntry?)
+        async throws -> Session
+    {
+        try await write { db in
+            let t = Store.now()
+            try db.execute(sql: """
+                INSERT INTO sessions(id, team_id, agent_id, title, created_at, updated_at, last_active_at)
+                VALUES (?,?,?,?,?,?,?)
+                """, arguments: [id, teamID, agentID, title, t, t, t])
+            try Store.audit(db, audit)
+            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM sessions WHERE id = ?", arguments: [id]) else {
+                throw StoreError.internal("session vanished")
+            }
+            return Store.session(row)
+        }
+    }
+
+    public func session(id: String, teamID: String?) async throws -> Session? {
+        try await read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM sessions WHERE id = ? AND (? IS NULL OR team_id = ?)",
+                             arguments: [id, teamID, teamID]).map(Store.session)
+        }
+    }
+
+    /// Keyset pagination, newest first: cost independent of the page number.
+    public func sessions(_ q: SessionQuery) async throws -> Page<Session> {
+        try await read { db in
+            var sql = "SELECT * FROM sessions WHERE 1"
+            var args: [any DatabaseValueConvertible & Sendable] = []
+            if let t = q.teamID {
+                sql += " AND team_id = ?"
+                args.append(t)
+            }
+            if let a = q.agentID {
+                sql += " AND agent_id = ?"
+                args.append(a)
+            }
+            if let s = q.status {
+                sql += " AND status = ?"
+                args.append(s)
+            }
+            if let text = q.titleContains, !text.isEmpty {
+                sql += " AND title LIKE ? ESCAPE '\\'"
+                let escaped = text.replacing("\\", with: "\\\\").replacing("%", with: "\\%").replacing("_", with: "\\_")
+                args.append("%" + escaped + "%")
+            }
+            if let cursor = q.cursor {
+                let parts = cursor.split(separator: ":", maxSplits: 1)
+                guard parts.count == 2, let t = Int64(parts[0]) else { throw StoreError.conflict("invalid cursor") }
+                sql += " AND (created_at < ? OR (created_at = ? AND id < ?))"
+                args += [t, t, String(parts[1])]
+            }
+            sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+            args.append(q.limit + 1)
+            let rows = try Row.fetchAll(db, sql: sql, arguments: StatementArguments(args))
+            var sessions = rows.map(Store.session)
+            var next: String? = nil
+            if sessions.count > q.limit {
+                sessions.removeLast()
+                if let last = sessions.last { next = "\(Timestamp.millis(last.createdAt)):\(last.id)" }
+            }
+            return Page(data: sessions, nextCursor: next)
+        }
+    }
+
+    public func sessionCount(teamID: String?) async throws -> Int {
+        try await read { db in
+            try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM sessions WHERE (? IS NULL OR team_id = ?)",
+                             arguments: [teamID, teamID]) ?? 0
+        }
+    }
+
+    public func deleteSession(id: String, teamID: String?, audit: AuditEntry?) async throws -> Bool {
+        try await write { db in
+            try db.execute(sql: "DELETE FROM sessions WHERE id = ? AND (? IS NULL OR team_id = ?)",
+                           arguments: [id, teamID, teamID])
+            let changed = db.changesCount > 0
+            if changed { try Store.audit(db, audit) }
+            return changed
+        }
+    }
+
+    public func setSandboxState(sessionID: String, state: String) async throws {
+        try await write { db in
+            try db.execute(sql: "UPDATE sessions SET sandbox_state = ?, updated_at = ? WHERE id = ?",
+                           arguments: [state, Store.now(), sessionID])
+        }
+    }
+
+    public func touchSession(id: String) async throws {
+        try await write { db in
+            try db.execute(sql: "UPDATE sessions SET last_active_at = ? WHERE id = ?", arguments: [Store.now(), id])
+        }
+    }
+
+    /// Sessions whose sandbox the daemon believes is in `state`.
+    public func sessionIDs(sandboxState: String) async throws -> [String] {
+        try await read { db in
+            try String.fetchAll(db, sql: "SELECT id FROM sessions WHERE sandbox_state = ?", arguments: [sandboxState])
+        }
+    }
+
+    // MARK: events
+
+    static func event(_ r: Row) throws -> Event {
+        let kind = EventKind(rawValue: r["kind"]) ?? .error
+        let data = try AgentdJSON.decoder.decode(JSONValue.self, from: Data((r["data"] as String).utf8))
+        return Event(seq: r["seq"], sessionID: r["session_id"], runID: r["run_id"], kind: kind,
+                     createdAt: Timestamp.date(millis: r["created_at"]), data: data)
+    }
+
+    /// Append in order with the next gap-free seqs of the session, in the
+    /// same transaction as `also` (a run state change, usage).
+    static func append(_ db: Database, sessionID: String, _ events: [NewEvent]) throws -> [Event] {
+        guard var seq = try Int64.fetchOne(db, sql: "SELECT last_seq FROM sessions WHERE id = ?", arguments: [sessionID])
+        else { throw StoreError.notFound("session") }
+        let t = now()
+        var out: [Event] = []
+        for e in events {
+            seq += 1
+            let data = e.data.compactString
+            try db.execute(sql: "INSERT INTO events(session_id, seq, run_id, kind, created_at, data) VALUES (?,?,?,?,?,?)",
+                           arguments: [sessionID, seq, e.runID, e.kind.rawValue, t, data])
+            out.append(Event(seq: seq, sessionID: sessionID, runID: e.runID, kind: e.kind,
+                             createdAt: Timestamp.date(millis: t), data: e.data))
+        }
+        try db.execute(sql: "UPDATE sessions SET last_seq = ?, updated_at = ?, last_active_at = ? WHERE id = ?",
+                       arguments: [seq, t, t, sessionID])
+        return out
+    }
+
+    public func appendEvents(sessionID: String, _ events: [NewEvent]) async throws -> [Event] {
+        try await write { db in try Store.append(db, sessionID: sessionID, events) }
+    }
+
+    public func events(sessionID: String, after: Int64, limit: Int) async throws -> [Event] {
+        try await read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT * FROM events WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?
+                """, arguments: [sessionID, after, limit]).map(Store.event)
+        }
+    }
+
+    public func events(runID: String) async throws -> [Event] {
+        try await read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM events WHERE run_id = ? ORDER BY seq", arguments: [runID])
+                .map(Store.event)
+        }
+    }
+
+    // MARK: runs
+
+    static func run(_ r: Row) -> Run {
+        Run(id: r["id"], sessionID: r["session_id"], state: RunState(rawValue: r["state"]) ?? .failed, error: r["error"],
+            messageSeq: r["message_seq"], steps: r["steps"],
+            usage: Usage(promptTokens: r["prompt_tokens"], completionTokens: r["completion_tokens"], costUSD: r["cost_usd"]),
+            createdAt: Timestamp.date(millis: r["created_at"]),
+            startedAt: (r["started_at"] as Int64?).map(Timestamp.date(millis:)),
+            finishedAt: (r["finished_at"] as Int64?).map(Timestamp.date(millis:)))
+    }
+
+    /// The user message and its queued run, in one durable transaction.
+    public func postMessage(sessionID: String, teamID: String, runID: String, content: JSONValue, audit: AuditEntry?)
+        async throws -> (Event, Run)
+    {
+        try await write { db in
+            let events = try Store.append(db, sessionID: sessionID,
+                                          [NewEvent(kind: .userMessage, runID: runID, data: content)])
+            let e = events[0]
+            let t = Store.now()
+            try db.execute(sql: """
+                INSERT INTO runs(id, session_id, team_id, state, message_seq, created_at) VALUES (?,?,?,'queued',?,?)
+                """, arguments: [runID, sessionID, teamID, e.seq, t])
+            try db.execute(sql: """
+                UPDATE sessions SET status = CASE WHEN status = 'running' THEN 'running' ELSE 'queued' END,
+                    active_run_id = COALESCE(active_run_id, ?) WHERE id = ?
+                """, arguments: [runID, sessionID])
+            try Store.audit(db, audit)
+            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM runs WHERE id = ?", arguments: [runID]) else {
+                throw StoreError.internal("run vanished")
+            }
+            return (e, Store.run(row))
+        }
+    }
+
+    public func run(id: String, sessionID: String) async throws -> Run? {
+        try await read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM runs WHERE id = ? AND session_id = ?", arguments: [id, sessionID])
+                .map(Store.run)
+        }
+    }
+
+    public func runs(sessionID: String) async throws -> [Run] {
+        try await read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM runs WHERE session_id = ? ORDER BY created_at", arguments: [sessionID])
+                .map(Store.run)
+        }
+    }
+
+    public func runCounts() async throws -> (queued: Int, running: Int) {
+        try await read { db in
+            let q = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM runs WHERE state = 'queued'") ?? 0
+            let r = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM runs WHERE state = 'running'") ?? 0
+            return (q, r)
+        }
+    }
+
+    /// Claim the oldest claimable run: a queued run of a session with no
+    /// running run, or a running run whose lease has expired (its worker
+    /// died).  The lease is `owner` until `leaseUntil`.
+    public func claimRun(owner: String, leaseSeconds: Double) async throws -> RunClaim? {
+        try await write { db in
+            let now = Store.now()
+            let until = now + Int64(leaseSeconds * 1000)
+            let row = try Row.fetchOne(db, sql: """
+                SELECT * FROM runs r
+                WHERE (r.state = 'running' AND r.lease_until < ?)
+                   OR (r.state = 'queued' AND NOT EXISTS (
+                        SELECT 1 FROM runs x WHERE x.session_id = r.session_id AND x.state = 'running'))
+                ORDER BY CASE r.state WHEN 'running' THEN 0 ELSE 1 END, r.created_at
+                LIMIT 1
+                """, arguments: [now])
+            guard let row else { return nil }
+            let resumed = (row["state"] as String) == "running"
+            let id: String = row["id"]
+            let sessionID: String = row["session_id"]
+            try db.execute(sql: """
+                UPDATE runs SET state = 'running', lease_owner = ?, lease_until = ?, started_at = COALESCE(started_at, ?)
+                WHERE id = ?
+                """, arguments: [owner, until, now, id])
+            try db.execute(sql: "UPDATE sessions SET status = 'running', active_run_id = ? WHERE id = ?",
+                           arguments: [id, sessionID])
+            guard let updated = try Row.fetchOne(db, sql: "SELECT * FROM runs WHERE id = ?", arguments: [id]) else {
+                throw StoreError.internal("run vanished")
+            }
+            return RunClaim(run: Store.run(updated), teamID: row["team_id"], leaseUntil: Timestamp.date(millis: until),
+                            resumed: resumed)
+        }
+    }
+
+    /// Extend a lease; false when the lease was lost (another owner, or the run ended).
+    public func renewLease(runID: String, owner: String, leaseSeconds: Double) async throws -> Bool {
+        try await write { db in
+            try db.execute(sql: "UPDATE runs SET lease_until = ? WHERE id = ? AND lease_owner = ? AND state = 'running'",
+                           arguments: [Store.now() + Int64(leaseSeconds * 1000), runID, owner])
+            return db.changesCount > 0
+        }
+    }
+
+    /// Expire every lease (daemon start: no worker of ours holds one).
+    public func expireLeases() async throws -> Int {
+        try await write { db in
+            try db.execute(sql: "UPDATE runs SET lease_until = 0 WHERE state = 'running'")
+            return db.changesCount
+        }
+    }
+
+    /// Record a step's events and usage in one transaction.
+    public func recordStep(runID: String, sessionID: String, events: [NewEvent], usage: Usage?, stepDone: Bool)
+        async throws -> [Event]
+    {
+        try await write { db in
+            let out = try Store.append(db, sessionID: sessionID, events)
+            if let u = usage {
+                try db.execute(sql: """
+                    UPDATE runs SET prompt_tokens = prompt_tokens + ?, completion_tokens = completion_tokens + ?,
+                        cost_usd = cost_usd + ? WHERE id = ?
+                    """, arguments: [u.promptTokens, u.completionTokens, u.costUSD, runID])
+                try db.execute(sql: """
+                    UPDATE sessions SET prompt_tokens = prompt_tokens + ?, completion_tokens = completion_tokens + ?,
+                        cost_usd = cost_usd + ? WHERE id = ?
+                    """, arguments: [u.promptTokens, u.completionTokens, u.costUSD, sessionID])
+            }
+            if stepDone { try db.execute(sql: "UPDATE runs SET steps = steps + 1 WHERE id = ?", arguments: [runID]) }
+            return out
+        }
+    }
+
+    /// End a run (and append its final events) in one transaction; the
+    /// session moves on to its next queued run, if any.
+    public func finishRun(runID: String, sessionID: String, state: RunState, error: String?, events: [NewEvent])
+        async throws -> [Event]
+    {
+        try await write { db in
+            let out = try Store.append(db, sessionID: sessionID, events)
+            try db.execute(sql: """
+                UPDATE runs SET state = ?, error = ?, finished_at = ?, lease_owner = NULL, lease_until = NULL
+                WHERE id = ? AND state NOT IN ('succeeded','failed','cancelled')
+                """, arguments: [state.rawValue, error, Store.now(), runID])
+            let next = try String.fetchOne(db, sql: """
+                SELECT id FROM runs WHERE session_id = ? AND state IN ('queued','running') ORDER BY created_at LIMIT 1
+                """, arguments: [sessionID])
+            try db.execute(sql: "UPDATE sessions SET status = ?, active_run_id = ? WHERE id = ?",
+                           arguments: [next == nil ? "idle" : "queued", next, sessionID])
+            return out
+        }
+    }
+
+    /// Ask a run to stop: a queued run is cancelled at once, a running one is
+    /// flagged for its worker.  Returns the run, or nil when none is active.
+    public func requestCancel(sessionID: String, audit: AuditEntry?) async throws -> Run? {
+        try await write { db in
+            guard let row = try Row.fetchOne(db, sql: """
+                SELECT * FROM runs WHERE session_id = ? AND state IN ('queued','running') ORDER BY created_at LIMIT 1
+                """, arguments: [sessionID]) else { return nil }
+            let id: String = row["id"]
+            try db.execute(sql: "UPDATE runs SET cancel_requested = 1 WHERE id = ?", arguments: [id])
+            try Store.audit(db, audit)
+            return Store.run(row)
+        }
+    }
+
+    public func isCancelRequested(runID: String) async throws -> Bool {
+        try await read { db in
+            (try Int.fetchOne(db, sql: "SELECT cancel_requested FROM runs WHERE id = ?", arguments: [runID]) ?? 0) != 0
+        }
+    }
+}

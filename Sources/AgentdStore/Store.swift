@@ -1,0 +1,388 @@
+import AgentdModel
+import GRDB
+import Logging
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
+    case notFound(String)
+    case conflict(String)
+    /// The database was written by a newer agentd: refuse rather than corrupt it.
+    case newerSchema([String])
+    case `internal`(String)
+
+    public var description: String {
+        switch self {
+        case .notFound(let s): return "\(s) not found"
+        case .conflict(let s): return s
+        case .newerSchema(let ids):
+            return "the database was written by a newer agentd (unknown migrations: \(ids.joined(separator: ", "))); "
+                + "install that version again or restore a backup"
+        case .internal(let s): return s
+        }
+    }
+}
+
+/// An API key as stored: the hash of the secret, never the secret.
+public struct KeyRecord: Sendable, Equatable {
+    public var info: APIKeyInfo
+    public var hash: String
+
+    public init(info: APIKeyInfo, hash: String) {
+        self.info = info
+        self.hash = hash
+    }
+}
+
+public struct SecretRecord: Sendable, Equatable {
+    public var info: SecretInfo
+    public var ciphertext: [UInt8]
+
+    public init(info: SecretInfo, ciphertext: [UInt8]) {
+        self.info = info
+        self.ciphertext = ciphertext
+    }
+}
+
+public struct NewEvent: Sendable, Equatable {
+    public var kind: EventKind
+    public var runID: String?
+    public var data: JSONValue
+
+    public init(kind: EventKind, runID: String? = nil, data: JSONValue) {
+        self.kind = kind
+        self.runID = runID
+        self.data = data
+    }
+}
+
+public struct AuditEntry: Sendable, Equatable, Codable {
+    public var keyID: String?
+    public var teamID: String?
+    public var action: String
+    public var resource: String
+    public var resourceID: String?
+    /// Never a secret value.
+    public var detail: String?
+
+    public init(keyID: String?, teamID: String?, action: String, resource: String, resourceID: String?,
+                detail: String? = nil) {
+        self.keyID = keyID
+        self.teamID = teamID
+        self.action = action
+        self.resource = resource
+        self.resourceID = resourceID
+        self.detail = detail
+    }
+}
+
+public struct SessionQuery: Sendable {
+    public var teamID: String?
+    public var agentID: String?
+    public var status: String?
+    public var titleContains: String?
+    public var limit: Int
+    /// Opaque: "created_at_ms:id" of the last row of the previous page.
+    public var cursor: String?
+
+    public init(teamID: String?, agentID: String? = nil, status: String? = nil, titleContains: String? = nil,
+                limit: Int = 50, cursor: String? = nil) {
+        self.teamID = teamID
+        self.agentID = agentID
+        self.status = status
+        self.titleContains = titleContains
+        self.limit = limit
+        self.cursor = cursor
+    }
+}
+
+/// agentd's database: one SQLite file in WAL mode with synchronous=FULL and
+/// foreign keys on, migrated before anything is served.  Readers use the
+/// pool's reader connections and never block the writer; every write goes
+/// through `GroupCommit`.
+public final class Store: Sendable {
+    let pool: DatabasePool
+    let commits: GroupCommit
+    public let path: String
+
+    public init(path: String, logger: Logger = Logger(label: "agentd.store")) throws {
+        var config = Configuration()
+        config.foreignKeysEnabled = true
+        config.busyMode = .timeout(10)
+        config.maximumReaderCount = 8
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+        }
+        self.path = path
+        pool = try DatabasePool(path: path, configuration: config)
+        let migrator = Schema.migrator
+        try pool.read { db in
+            let applied = try migrator.appliedIdentifiers(db)
+            let unknown = applied.subtracting(Schema.known)
+            if !unknown.isEmpty { throw StoreError.newerSchema(unknown.sorted()) }
+        }
+        try migrator.migrate(pool)
+        commits = GroupCommit(pool: pool)
+    }
+
+    /// Migrate up to (and including) `identifier` only: for upgrade tests.
+    public static func createAtVersion(path: String, upTo identifier: String) throws {
+        let pool = try DatabasePool(path: path)
+        try Schema.migrator.migrate(pool, upTo: identifier)
+    }
+
+    public static var migrations: [String] { Schema.known }
+
+    public func appliedMigrations() throws -> [String] {
+        try pool.read { try Schema.migrator.appliedMigrations($0) }
+    }
+
+    public func integrityCheck() throws -> String {
+        try pool.read { try String.fetchOne($0, sql: "PRAGMA integrity_check") ?? "?" }
+    }
+
+    func write<T: Sendable>(_ work: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        do {
+            return try await commits.write(work)
+        } catch let e as DatabaseError where e.extendedResultCode == .SQLITE_CONSTRAINT_UNIQUE
+            || e.extendedResultCode == .SQLITE_CONSTRAINT_PRIMARYKEY
+        {
+            throw StoreError.conflict(e.message ?? "already exists")
+        }
+    }
+
+    func read<T: Sendable>(_ work: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        try await pool.read(work)
+    }
+
+    static func now() -> Int64 { Timestamp.millis(Date()) }
+
+    static func audit(_ db: Database, _ a: AuditEntry?) throws {
+        guard let a else { return }
+        try db.execute(sql: """
+            INSERT INTO audit(at, key_id, team_id, action, resource, resource_id, detail) VALUES (?,?,?,?,?,?,?)
+            """, arguments: [now(), a.keyID, a.teamID, a.action, a.resource, a.resourceID, a.detail])
+    }
+
+    // MARK: teams
+
+    public func createTeam(id: String, name: String, audit: AuditEntry?) async throws -> Team {
+        try await write { db in
+            let t = Store.now()
+            try db.execute(sql: "INSERT INTO teams(id, name, created_at) VALUES (?,?,?)", arguments: [id, name, t])
+            try Store.audit(db, audit)
+            return Team(id: id, name: name, createdAt: Timestamp.date(millis: t))
+        }
+    }
+
+    public func teams(id: String? = nil) async throws -> [Team] {
+        try await read { db in
+            let rows = try Row.fetchAll(db, sql: "SELECT * FROM teams WHERE (? IS NULL OR id = ?) ORDER BY created_at",
+                                        arguments: [id, id])
+            return rows.map { Team(id: $0["id"], name: $0["name"], createdAt: Timestamp.date(millis: $0["created_at"])) }
+        }
+    }
+
+    public func team(named name: String) async throws -> Team? {
+        try await read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM teams WHERE name = ?", arguments: [name]).map {
+                Team(id: $0["id"], name: $0["name"], createdAt: Timestamp.date(millis: $0["created_at"]))
+            }
+        }
+    }
+
+    // MARK: keys
+
+    static func keyInfo(_ r: Row) -> APIKeyInfo {
+        APIKeyInfo(id: r["id"], name: r["name"], teamID: r["team_id"], role: Role(rawValue: r["role"]) ?? .viewer,
+                   prefix: r["prefix"], createdAt: Timestamp.date(millis: r["created_at"]),
+                   revokedAt: (r["revoked_at"] as Int64?).map(Timestamp.date(millis:)),
+                   lastUsedAt: (r["last_used_at"] as Int64?).map(Timestamp.date(millis:)))
+    }
+
+    public func createKey(_ rec: KeyRecord, audit: AuditEntry?) async throws {
+        try await write { db in
+            try db.execute(sql: """
+                INSERT INTO api_keys(id, team_id, name, role, hash, prefix, created_at) VALUES (?,?,?,?,?,?,?)
+                """, arguments: [rec.info.id, rec.info.teamID, rec.info.name, rec.info.role.rawValue, rec.hash,
+                                 rec.info.prefix, Timestamp.millis(rec.info.createdAt)])
+            try Store.audit(db, audit)
+        }
+    }
+
+    public func key(hash: String) async throws -> APIKeyInfo? {
+        try await read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM api_keys WHERE hash = ?", arguments: [hash]).map(Store.keyInfo)
+        }
+    }
+
+    public func keys(teamID: String?) async throws -> [APIKeyInfo] {
+        try await read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT * FROM api_keys WHERE (? IS NULL OR team_id = ?) ORDER BY created_at, id
+                """, arguments: [teamID, teamID]).map(Store.keyInfo)
+        }
+    }
+
+    public func keyCount() async throws -> Int {
+        try await read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM api_keys") ?? 0 }
+    }
+
+    /// Revoke; returns false when no such key (in that team).
+    public func revokeKey(id: String, teamID: String?, audit: AuditEntry?) async throws -> Bool {
+        try await write { db in
+            try db.execute(sql: """
+                UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? AND (? IS NULL OR team_id = ?)
+                """, arguments: [Store.now(), id, teamID, teamID])
+            let changed = db.changesCount > 0
+            if changed { try Store.audit(db, audit) }
+            return changed
+        }
+    }
+
+    public func touchKey(id: String) async throws {
+        try await write { db in
+            try db.execute(sql: "UPDATE api_keys SET last_used_at = ? WHERE id = ?", arguments: [Store.now(), id])
+        }
+    }
+
+    // MARK: agents
+
+    static func agent(_ r: Row) throws -> Agent {
+        var a = try AgentdJSON.decoder.decode(Agent.self, from: Data((r["spec"] as String).utf8))
+        a.id = r["id"]
+        a.teamID = r["team_id"]
+        a.name = r["name"]
+        a.createdAt = Timestamp.date(millis: r["created_at"])
+        a.updatedAt = Timestamp.date(millis: r["updated_at"])
+        return a
+    }
+
+    public func createAgent(_ a: Agent, audit: AuditEntry?) async throws {
+        let spec = String(decoding: try AgentdJSON.encoder.encode(a), as: UTF8.self)
+        try await write { db in
+            try db.execute(sql: """
+                INSERT INTO agents(id, team_id, name, spec, created_at, updated_at) VALUES (?,?,?,?,?,?)
+                """, arguments: [a.id, a.teamID, a.name, spec, Timestamp.millis(a.createdAt), Timestamp.millis(a.updatedAt)])
+            try Store.audit(db, audit)
+        }
+    }
+
+    public func updateAgent(_ a: Agent, audit: AuditEntry?) async throws {
+        let spec = String(decoding: try AgentdJSON.encoder.encode(a), as: UTF8.self)
+        try await write { db in
+            try db.execute(sql: "UPDATE agents SET name = ?, spec = ?, updated_at = ? WHERE id = ? AND team_id = ?",
+                           arguments: [a.name, spec, Timestamp.millis(a.updatedAt), a.id, a.teamID])
+            guard db.changesCount > 0 else { throw StoreError.notFound("agent") }
+            try Store.audit(db, audit)
+        }
+    }
+
+    public func agent(id: String, teamID: String?) async throws -> Agent? {
+        try await read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM agents WHERE id = ? AND (? IS NULL OR team_id = ?)",
+                             arguments: [id, teamID, teamID]).map(Store.agent)
+        }
+    }
+
+    public func agents(teamID: String?) async throws -> [Agent] {
+        try await read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM agents WHERE (? IS NULL OR team_id = ?) ORDER BY created_at, id",
+                             arguments: [teamID, teamID]).map(Store.agent)
+        }
+    }
+
+    /// Delete an agent; refused while it has sessions.
+    public func deleteAgent(id: String, teamID: String?, audit: AuditEntry?) async throws -> Bool {
+        try await write { db in
+            let sessions = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM sessions WHERE agent_id = ?", arguments: [id]) ?? 0
+            if sessions > 0 {
+                throw StoreError.conflict("the agent has \(sessions) session(s); delete them first")
+            }
+            try db.execute(sql: "DELETE FROM secrets WHERE agent_id = ?", arguments: [id])
+            try db.execute(sql: "DELETE FROM agents WHERE id = ? AND (? IS NULL OR team_id = ?)",
+                           arguments: [id, teamID, teamID])
+            let changed = db.changesCount > 0
+            if changed { try Store.audit(db, audit) }
+            return changed
+        }
+    }
+
+    // MARK: secrets
+
+    static func secret(_ r: Row) -> SecretRecord {
+        let agent: String = r["agent_id"]
+        return SecretRecord(
+            info: SecretInfo(id: r["id"], name: r["name"], teamID: r["team_id"], agentID: agent.isEmpty ? nil : agent,
+                             createdAt: Timestamp.date(millis: r["created_at"]),
+                             updatedAt: Timestamp.date(millis: r["updated_at"])),
+            ciphertext: Array(r["ciphertext"] as Data))
+    }
+
+    public func putSecret(id: String, teamID: String, agentID: String?, name: String, ciphertext: [UInt8],
+                          audit: AuditEntry?) async throws -> SecretInfo {
+        try await write { db in
+            let t = Store.now()
+            try db.execute(sql: """
+                INSERT INTO secrets(id, team_id, agent_id, name, ciphertext, created_at, updated_at)
+                VALUES (?,?,?,?,?,?,?)
+                ON CONFLICT(team_id, agent_id, name) DO UPDATE SET ciphertext = excluded.ciphertext,
+                    updated_at = excluded.updated_at
+                """, arguments: [id, teamID, agentID ?? "", name, Data(ciphertext), t, t])
+            try Store.audit(db, audit)
+            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM secrets WHERE team_id = ? AND agent_id = ? AND name = ?",
+                                             arguments: [teamID, agentID ?? "", name]) else {
+                throw StoreError.internal("secret vanished")
+            }
+            return Store.secret(row).info
+        }
+    }
+
+    public func secrets(teamID: String?, agentID: String? = nil) async throws -> [SecretRecord] {
+        try await read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT * FROM secrets WHERE (? IS NULL OR team_id = ?) AND (? IS NULL OR agent_id = ?)
+                ORDER BY name, agent_id
+                """, arguments: [teamID, teamID, agentID, agentID]).map(Store.secret)
+        }
+    }
+
+    /// The secrets a sandbox of this agent receives: the team's and the agent's own.
+    public func secretsForAgent(teamID: String, agentID: String) async throws -> [SecretRecord] {
+        try await read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT * FROM secrets WHERE team_id = ? AND (agent_id = '' OR agent_id = ?) ORDER BY name
+                """, arguments: [teamID, agentID]).map(Store.secret)
+        }
+    }
+
+    public func deleteSecret(teamID: String, agentID: String?, name: String, audit: AuditEntry?) async throws -> Bool {
+        try await write { db in
+            try db.execute(sql: "DELETE FROM secrets WHERE team_id = ? AND agent_id = ? AND name = ?",
+                           arguments: [teamID, agentID ?? "", name])
+            let changed = db.changesCount > 0
+            if changed { try Store.audit(db, audit) }
+            return changed
+        }
+    }
+
+    // MARK: audit
+
+    public func auditEntries(teamID: String?, limit: Int = 100) async throws -> [AuditEntry] {
+        try await read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM audit WHERE (? IS NULL OR team_id = ?) ORDER BY id DESC LIMIT ?",
+                             arguments: [teamID, teamID, limit]).map {
+                AuditEntry(keyID: $0["key_id"], teamID: $0["team_id"], action: $0["action"], resource: $0["resource"],
+                           resourceID: $0["resource_id"], detail: $0["detail"])
+            }
+        }
+    }
+}
+
+/// Raw access to a database file, for tests that tamper with it.
+public enum DatabasePoolOpener {
+    public static func open(_ path: String) throws -> DatabasePool { try DatabasePool(path: path) }
+}
