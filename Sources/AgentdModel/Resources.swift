@@ -533,3 +533,51 @@ public struct StatusInfo: Codable, Sendable, Equatable {
         self.gateway = gateway
     }
 }
+
+/// A command: an argv list, or a string for `/bin/sh -c`.
+public enum ExecCommand: Codable, Sendable, Equatable {
+    case argv([String])
+    case shell(String)
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if let s = try? c.decode(String.self) {
+            self = .shell(s)
+        } else if let a = try? c.decode([String].self) {
+            self = .argv(a)
+        } else {
+            throw DecodingError.typeMismatch(ExecCommand.self, .init(codingPath: decoder.codingPath,
+                                                                     debugDescription: "command must be a string or an array of strings"))
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        switch self {
+        case .argv(let a): try c.encode(a)
+        case .shell(let s): try c.encode(s)
+        }
+    }
+}
+
+/// Body of POST /v1/sessions/{id}/exec.
+public struct ExecInput: Codable, Sendable, Equatable {
+    public var command: ExecCommand
+    public var cwd: String?
+    public var env: [String: String]?
+    public var timeoutS: Double?
+    public var stdin: String?
+
+    enum CodingKeys: String, CodingKey { case command, cwd, env, stdin, timeoutS = "timeout_s" }
+
+    public init(command: ExecCommand, cwd: String? = nil, env: [String: String]? = nil, timeoutS: Double? = nil,
+                stdin: String? = nil) {
+        self.command = command
+        self.cwd = cwd
+        self.env = env
+        self.timeoutS = timeoutS
+        self.stdin = stdin
+    }
+
+    public static let fields: Set<String> = ["command", "cwd", "env", "timeout_s", "stdin"]
+}

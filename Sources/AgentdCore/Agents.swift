@@ -1,0 +1,294 @@
+import AgentdModel
+import AgentdStore
+import SandboxKit
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// Settings of the domain layer (from the config file, environment, flags).
+public struct CoreConfig: Sendable {
+    public var stateDirectory: String
+    /// Stop a sandbox nobody used for this long (files kept).
+    public var idleStopAfter: Duration
+    public var execDefaultTimeout: Duration
+    public var execMaxTimeout: Duration
+    /// Per stream, in a non-streamed exec answer.
+    public var execMaxOutputBytes: Int
+    public var defaultImage: String
+    /// CONTAINER_ENV_X=v of agentd's own environment, as X=v.
+    public var containerEnv: [String: String]
+    public var hostMemoryBytes: UInt64
+    public var hostCPUs: Int
+
+    public init(stateDirectory: String, idleStopAfter: Duration = .seconds(900), execDefaultTimeout: Duration = .seconds(600),
+                execMaxTimeout: Duration = .seconds(86400), execMaxOutputBytes: Int = 8 << 20,
+                defaultImage: String = "default", containerEnv: [String: String] = [:],
+                hostMemoryBytes: UInt64 = 1 << 34, hostCPUs: Int = 1) {
+        self.stateDirectory = stateDirectory
+        self.idleStopAfter = idleStopAfter
+        self.execDefaultTimeout = execDefaultTimeout
+        self.execMaxTimeout = execMaxTimeout
+        self.execMaxOutputBytes = execMaxOutputBytes
+        self.defaultImage = defaultImage
+        self.containerEnv = containerEnv
+        self.hostMemoryBytes = hostMemoryBytes
+        self.hostCPUs = hostCPUs
+    }
+
+    /// The CONTAINER_ENV_ passthrough from an environment.
+    public static func containerEnv(from environment: [String: String]) -> [String: String] {
+        var out: [String: String] = [:]
+        for (k, v) in environment where k.hasPrefix("CONTAINER_ENV_") {
+            let name = String(k.dropFirst("CONTAINER_ENV_".count))
+            if EnvName.isValid(name) { out[name] = v }
+        }
+        return out
+    }
+}
+
+/// The tools the built-in agent loop offers; an agent picks among them.
+public enum BuiltinTool: String, CaseIterable, Sendable {
+    case exec, readFile = "read_file", writeFile = "write_file", listFiles = "list_files", editFile = "edit_file"
+}
+
+public final class AgentService: Sendable {
+    let store: Store
+    let config: CoreConfig
+    /// Names of the images that exist now.
+    let images: @Sendable () async -> [String]
+
+    public init(store: Store, config: CoreConfig, images: @escaping @Sendable () async -> [String]) {
+        self.store = store
+        self.config = config
+        self.images = images
+    }
+
+    public func list(_ caller: Identity) async throws -> [Agent] {
+        try await store.agents(teamID: caller.scope)
+    }
+
+    public func get(_ caller: Identity, id: String) async throws -> Agent {
+        try Validate.id(id, .agent, field: "id")
+        guard let a = try await store.agent(id: id, teamID: caller.scope) else { throw AgentdError.notFound("agent") }
+        return a
+    }
+
+    public func create(_ caller: Identity, _ input: AgentInput) async throws -> Agent {
+        try caller.require(.owner, "create agents")
+        var team = caller.teamID
+        if let t = input.teamID {
+            try Validate.id(t, .team, field: "team_id")
+            guard caller.isAdmin || t == caller.teamID else { throw AgentdError.notFound("team", field: "team_id") }
+            guard try await !store.teams(id: t).isEmpty else { throw AgentdError.notFound("team", field: "team_id") }
+            team = t
+        }
+        guard let name = input.name else { throw AgentdError.invalid("name is required", field: "name") }
+        guard let model = input.model else { throw AgentdError.invalid("model is required", field: "model") }
+        let now = Date()
+        let agent = Agent(id: Identifier.make(.agent), teamID: team, name: name, model: model,
+                          systemPrompt: input.systemPrompt ?? "", tools: input.tools ?? BuiltinTool.allCases.map(\.rawValue),
+                          sandbox: input.sandbox ?? AgentSandbox(image: config.defaultImage), env: input.env ?? [:],
+                          secrets: input.secrets ?? [], harness: input.harness, limits: input.limits ?? AgentLimits(),
+                          createdAt: now, updatedAt: now)
+        try await validate(agent)
+        do {
+            try await store.createAgent(agent, audit: caller.audit("create", "agent", agent.id, team: team))
+        } catch StoreError.conflict {
+            throw AgentdError.conflict("an agent named \(name) exists in this team", field: "name")
+        }
+        return agent
+    }
+
+    public func update(_ caller: Identity, id: String, _ input: AgentInput) async throws -> Agent {
+        try caller.require(.owner, "change agents")
+        var agent = try await get(caller, id: id)
+        if input.teamID != nil && input.teamID != agent.teamID {
+            throw AgentdError.invalid("an agent cannot move to another team", field: "team_id")
+        }
+        if let v = input.name { agent.name = v }
+        if let v = input.model { agent.model = v }
+        if let v = input.systemPrompt { agent.systemPrompt = v }
+        if let v = input.tools { agent.tools = v }
+        if let v = input.sandbox { agent.sandbox = v }
+        if let v = input.env { agent.env = v }
+        if let v = input.secrets { agent.secrets = v }
+        if let v = input.harness { agent.harness = v.command.isEmpty ? nil : v }
+        if let v = input.limits { agent.limits = v }
+        agent.updatedAt = Date()
+        try await validate(agent)
+        do {
+            try await store.updateAgent(agent, audit: caller.audit("update", "agent", agent.id, team: agent.teamID))
+        } catch StoreError.conflict {
+            throw AgentdError.conflict("an agent named \(agent.name) exists in this team", field: "name")
+        }
+        return agent
+    }
+
+    public func delete(_ caller: Identity, id: String) async throws {
+        try caller.require(.owner, "delete agents")
+        try Validate.id(id, .agent, field: "id")
+        do {
+            guard try await store.deleteAgent(id: id, teamID: caller.scope, audit: caller.audit("delete", "agent", id))
+            else { throw AgentdError.notFound("agent") }
+        } catch StoreError.conflict(let message) {
+            throw AgentdError.conflict(message)
+        }
+    }
+
+    func validate(_ a: Agent) async throws {
+        try Validate.name(a.name, field: "name")
+        try Validate.text(a.model, field: "model", max: 256, allowEmpty: false)
+        guard a.model.unicodeScalars.allSatisfy({ $0.value > 32 && $0.value < 127 }) else {
+            throw AgentdError.invalid("model must be a model name without spaces (e.g. gpt-4o-mini)", field: "model")
+        }
+        try Validate.text(a.systemPrompt, field: "system_prompt", max: 256 * 1024)
+        let known = Set(BuiltinTool.allCases.map(\.rawValue))
+        for t in a.tools where !known.contains(t) {
+            throw AgentdError.invalid("unknown tool \"\(t)\"; known tools: \(known.sorted().joined(separator: ", "))",
+                                      field: "tools")
+        }
+        guard Set(a.tools).count == a.tools.count else { throw AgentdError.invalid("tools are repeated", field: "tools") }
+        for (k, v) in a.env {
+            try Validate.envName(k, field: "env")
+            guard !k.hasPrefix("AGENTD_") else {
+                throw AgentdError.invalid("AGENTD_ variables are reserved for agentd", field: "env")
+            }
+            try Validate.text(v, field: "env", max: 128 * 1024)
+        }
+        for s in a.secrets { try Validate.envName(s, field: "secrets") }
+        try await validateSandbox(a.sandbox)
+        if let h = a.harness {
+            guard !h.command.isEmpty, h.command.allSatisfy({ !$0.isEmpty && !$0.contains("\0") }) else {
+                throw AgentdError.invalid("harness.command must be a non-empty argv list", field: "harness.command")
+            }
+            if let t = h.timeoutS, !(1...86400).contains(t) {
+                throw AgentdError.invalid("harness.timeout_s must be between 1 and 86400", field: "harness.timeout_s")
+            }
+        }
+        let l = a.limits
+        if let v = l.maxSteps, !(1...1000).contains(v) {
+            throw AgentdError.invalid("limits.max_steps must be between 1 and 1000", field: "limits.max_steps")
+        }
+        if let v = l.maxRunSeconds, !(1...86400).contains(v) {
+            throw AgentdError.invalid("limits.max_run_seconds must be between 1 and 86400", field: "limits.max_run_seconds")
+        }
+        if let v = l.maxToolOutputBytes, !(256...(16 << 20)).contains(v) {
+            throw AgentdError.invalid("limits.max_tool_output_bytes must be between 256 and 16777216",
+                                      field: "limits.max_tool_output_bytes")
+        }
+        if let v = l.toolTimeoutS, !(1...86400).contains(v) {
+            throw AgentdError.invalid("limits.tool_timeout_s must be between 1 and 86400", field: "limits.tool_timeout_s")
+        }
+    }
+
+    func validateSandbox(_ s: AgentSandbox) async throws {
+        guard ImageName.isValid(s.image) else {
+            throw AgentdError.invalid("sandbox.image must be an image name like \"default\"", field: "sandbox.image")
+        }
+        let available = await images()
+        guard available.contains(s.image) else {
+            throw AgentdError.invalid("image \"\(s.image)\" does not exist (images: \(available.joined(separator: ", ")))",
+                                      field: "sandbox.image")
+        }
+        if let m = s.memoryMB {
+            guard m >= 16, UInt64(m) << 20 <= config.hostMemoryBytes else {
+                throw AgentdError.invalid("sandbox.memory_mb must be between 16 and the host's \(config.hostMemoryBytes >> 20)",
+                                          field: "sandbox.memory_mb")
+            }
+        }
+        if let c = s.cpus {
+            guard c >= 0.01, c <= Double(config.hostCPUs), c.isFinite else {
+                throw AgentdError.invalid("sandbox.cpus must be between 0.01 and the host's \(config.hostCPUs)",
+                                          field: "sandbox.cpus")
+            }
+        }
+        if let p = s.pids, !(8...65536).contains(p) {
+            throw AgentdError.invalid("sandbox.pids must be between 8 and 65536", field: "sandbox.pids")
+        }
+        if let t = s.tmpMB, !(1...(Int(config.hostMemoryBytes >> 20))).contains(t) {
+            throw AgentdError.invalid("sandbox.tmp_mb must be between 1 and the host's memory", field: "sandbox.tmp_mb")
+        }
+        guard s.network == "none" else {
+            throw AgentdError.invalid("sandbox.network must be \"none\"", field: "sandbox.network")
+        }
+    }
+
+    /// The sandbox spec of a session of this agent.
+    static func sandboxSpec(_ a: Agent, hostname: String) -> SandboxSpec {
+        let s = a.sandbox
+        let limits = ResourceLimits(
+            memoryBytes: s.memoryMB.map { UInt64($0) << 20 }, pids: s.pids,
+            cpuMillis: s.cpus.map { Int(($0 * 1000).rounded()) }, tmpBytes: s.tmpMB.map { UInt64($0) << 20 })
+        return SandboxSpec(image: s.image, hostname: hostname, limits: limits, network: .none,
+                           userNamespace: s.userNamespace, readOnlyRoot: s.readOnlyRoot)
+    }
+}
+
+/// Secrets: write-only through the API, encrypted at rest.
+public final class SecretService: Sendable {
+    let store: Store
+    let box: SecretBox
+
+    public init(store: Store, box: SecretBox) {
+        self.store = store
+        self.box = box
+    }
+
+    public func set(_ caller: Identity, name: String, value: String, agentID: String?) async throws -> SecretInfo {
+        try caller.require(.owner, "manage secrets")
+        try Validate.envName(name, field: "name")
+        guard !name.hasPrefix("AGENTD_") else {
+            throw AgentdError.invalid("AGENTD_ names are reserved for agentd", field: "name")
+        }
+        try Validate.text(value, field: "value", max: 64 * 1024)
+        var team = caller.teamID
+        if let agentID {
+            try Validate.id(agentID, .agent, field: "agent_id")
+            guard let agent = try await store.agent(id: agentID, teamID: caller.scope) else {
+                throw AgentdError.notFound("agent", field: "agent_id")
+            }
+            team = agent.teamID
+        }
+        let sealed = try box.seal(Array(value.utf8), team: team, agent: agentID, name: name)
+        return try await store.putSecret(id: Identifier.make(.secret), teamID: team, agentID: agentID, name: name,
+                                         ciphertext: sealed,
+                                         audit: caller.audit("set", "secret", name, team: team,
+                                                             detail: agentID.map { "agent \($0)" }))
+    }
+
+    public func list(_ caller: Identity) async throws -> [SecretInfo] {
+        try caller.require(.member, "list secrets")
+        return try await store.secrets(teamID: caller.scope).map(\.info)
+    }
+
+    public func delete(_ caller: Identity, name: String, agentID: String?) async throws {
+        try caller.require(.owner, "manage secrets")
+        try Validate.envName(name, field: "name")
+        var team = caller.teamID
+        if let agentID {
+            try Validate.id(agentID, .agent, field: "agent_id")
+            guard let agent = try await store.agent(id: agentID, teamID: caller.scope) else {
+                throw AgentdError.notFound("agent", field: "agent_id")
+            }
+            team = agent.teamID
+        }
+        guard try await store.deleteSecret(teamID: team, agentID: agentID, name: name,
+                                           audit: caller.audit("delete", "secret", name, team: team))
+        else { throw AgentdError.notFound("secret") }
+    }
+
+    /// Decrypted secrets for a sandbox of `agent`: (team-wide, agent's own).
+    func values(for agent: Agent) async throws -> (team: [String: String], agent: [String: String]) {
+        var team: [String: String] = [:], own: [String: String] = [:]
+        let wanted = Set(agent.secrets)
+        for rec in try await store.secretsForAgent(teamID: agent.teamID, agentID: agent.id) {
+            if !wanted.isEmpty && !wanted.contains(rec.info.name) { continue }
+            let plain = try box.open(rec.ciphertext, team: rec.info.teamID, agent: rec.info.agentID, name: rec.info.name)
+            let value = String(decoding: plain, as: UTF8.self)
+            if rec.info.agentID == nil { team[rec.info.name] = value } else { own[rec.info.name] = value }
+        }
+        return (team, own)
+    }
+}

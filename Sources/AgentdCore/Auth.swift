@@ -1,0 +1,171 @@
+import AgentdModel
+import AgentdStore
+import Crypto
+import Logging
+import Synchronization
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Who is calling: the key, its team and its role.
+public struct Identity: Sendable, Equatable {
+    public var keyID: String
+    public var teamID: String
+    public var role: Role
+
+    public init(keyID: String, teamID: String, role: Role) {
+        self.keyID = keyID
+        self.teamID = teamID
+        self.role = role
+    }
+
+    public var isAdmin: Bool { role == .admin }
+
+    /// The team filter for lookups: nil (every team) for admins.
+    public var scope: String? { isAdmin ? nil : teamID }
+
+    /// Refuse unless the key has at least `role`.
+    public func require(_ role: Role, _ what: String) throws {
+        guard self.role >= role else {
+            throw AgentdError.forbidden("a key with role \(role.rawValue) or higher is needed to \(what)")
+        }
+    }
+
+    func audit(_ action: String, _ resource: String, _ id: String?, team: String? = nil, detail: String? = nil)
+        -> AuditEntry
+    {
+        AuditEntry(keyID: keyID, teamID: team ?? teamID, action: action, resource: resource, resourceID: id,
+                   detail: detail)
+    }
+}
+
+/// API keys: `agentd_<id part>_<secret>`.  Only the SHA-256 of the whole key
+/// is stored; lookups are by that hash.  Known keys are cached in memory and
+/// the cache entry is dropped on revoke, so revocation is immediate.
+public final class AuthService: Sendable {
+    let store: Store
+    let logger: Logger
+    private let cache = Mutex<[String: Identity]>([:])
+    public static let adminTeamName = "admin"
+
+    public init(store: Store, logger: Logger) {
+        self.store = store
+        self.logger = logger
+    }
+
+    public static func hash(_ key: String) -> String {
+        SHA256.hash(data: Array(key.utf8)).map { b in
+            let hex = Array("0123456789abcdef".utf8)
+            return String(decoding: [hex[Int(b >> 4)], hex[Int(b & 15)]], as: UTF8.self)
+        }.joined()
+    }
+
+    static func newKey() -> String {
+        var rng = SystemRandomNumberGenerator()
+        return "agentd_" + Identifier.random(40, using: &rng)
+    }
+
+    /// First start: the admin team and an admin key, written to
+    /// `STATE/admin.key` (0600).  Later starts keep what exists.
+    public func bootstrap(adminKeyPath: String) async throws {
+        if try await store.keyCount() > 0 { return }
+        var team = try await store.team(named: Self.adminTeamName)
+        if team == nil {
+            team = try await store.createTeam(id: Identifier.make(.team), name: Self.adminTeamName,
+                                              audit: AuditEntry(keyID: nil, teamID: nil, action: "create",
+                                                                resource: "team", resourceID: nil, detail: "bootstrap"))
+        }
+        guard let team else { throw AgentdError.internal("no admin team") }
+        let key = Self.newKey()
+        let info = APIKeyInfo(id: Identifier.make(.key), name: "admin", teamID: team.id, role: .admin,
+                              prefix: String(key.prefix(12)), createdAt: Date())
+        // Write the file first: a key in the database nobody can read would
+        // lock the operator out.
+        try writeSecretFile(adminKeyPath, key + "\n")
+        try await store.createKey(KeyRecord(info: info, hash: Self.hash(key)),
+                                  audit: AuditEntry(keyID: nil, teamID: team.id, action: "create", resource: "key",
+                                                    resourceID: info.id, detail: "bootstrap admin key"))
+        logger.notice("created the admin key", metadata: ["path": "\(adminKeyPath)"])
+    }
+
+    public func authenticate(_ token: String) async throws -> Identity? {
+        guard token.hasPrefix("agentd_"), token.utf8.count < 200 else { return nil }
+        let h = Self.hash(token)
+        if let hit = cache.withLock({ $0[h] }) { return hit }
+        guard let info = try await store.key(hash: h), info.revokedAt == nil else { return nil }
+        let id = Identity(keyID: info.id, teamID: info.teamID, role: info.role)
+        cache.withLock { $0[h] = id }
+        return id
+    }
+
+    // MARK: keys
+
+    public func createKey(_ caller: Identity, name: String, teamID: String?, role: Role) async throws -> APIKeyInfo {
+        try caller.require(.owner, "create keys")
+        let team = teamID ?? caller.teamID
+        guard Identifier.isValid(team, .team) else { throw AgentdError.invalid("team_id is not a team id", field: "team_id") }
+        if !caller.isAdmin {
+            guard team == caller.teamID else { throw AgentdError.notFound("team", field: "team_id") }
+            guard role != .admin else { throw AgentdError.forbidden("only an admin can create admin keys") }
+        }
+        guard try await !store.teams(id: team).isEmpty else { throw AgentdError.notFound("team", field: "team_id") }
+        try Validate.name(name, field: "name")
+        let key = Self.newKey()
+        var info = APIKeyInfo(id: Identifier.make(.key), name: name, teamID: team, role: role,
+                              prefix: String(key.prefix(12)), createdAt: Date())
+        try await store.createKey(KeyRecord(info: info, hash: Self.hash(key)),
+                                  audit: caller.audit("create", "key", info.id, team: team, detail: "role \(role.rawValue)"))
+        info.key = key
+        return info
+    }
+
+    public func keys(_ caller: Identity) async throws -> [APIKeyInfo] {
+        try caller.require(.owner, "list keys")
+        return try await store.keys(teamID: caller.scope)
+    }
+
+    public func revoke(_ caller: Identity, keyID: String) async throws {
+        try caller.require(.owner, "revoke keys")
+        guard Identifier.isValid(keyID, .key) else { throw AgentdError.invalid("not a key id", field: "id") }
+        guard try await store.revokeKey(id: keyID, teamID: caller.scope, audit: caller.audit("revoke", "key", keyID))
+        else { throw AgentdError.notFound("key") }
+        cache.withLock { c in c = c.filter { $0.value.keyID != keyID } }
+    }
+
+    // MARK: teams
+
+    public func createTeam(_ caller: Identity, name: String) async throws -> Team {
+        try caller.require(.admin, "create teams")
+        try Validate.name(name, field: "name")
+        do {
+            return try await store.createTeam(id: Identifier.make(.team), name: name,
+                                              audit: caller.audit("create", "team", nil, detail: name))
+        } catch StoreError.conflict {
+            throw AgentdError.conflict("a team named \(name) exists", field: "name")
+        }
+    }
+
+    public func teams(_ caller: Identity) async throws -> [Team] {
+        try await store.teams(id: caller.isAdmin ? nil : caller.teamID)
+    }
+}
+
+/// Write a small secret file (0600) atomically.
+func writeSecretFile(_ path: String, _ text: String) throws {
+    let tmp = path + ".tmp"
+    let fd = Glibc.open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+    guard fd >= 0 else { throw AgentdError.internal("cannot create \(tmp): \(String(cString: strerror(errno)))") }
+    let bytes = Array(text.utf8)
+    let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    let synced = fsync(fd) == 0
+    close(fd)
+    guard n == bytes.count, synced, rename(tmp, path) == 0 else {
+        throw AgentdError.internal("cannot write \(path): \(String(cString: strerror(errno)))")
+    }
+    _ = chmod(path, 0o600)
+}

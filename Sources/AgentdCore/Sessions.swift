@@ -1,0 +1,518 @@
+import AgentdModel
+import AgentdStore
+import Logging
+import Metrics
+import SandboxKit
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// When each session's sandbox was last used and how many operations are
+/// using it now: the idle stopper leaves busy sandboxes alone.
+actor SandboxActivity {
+    private var lastUsed: [String: ContinuousClock.Instant] = [:]
+    private var inUse: [String: Int] = [:]
+
+    func begin(_ id: String) {
+        inUse[id, default: 0] += 1
+        lastUsed[id] = .now
+    }
+
+    func end(_ id: String) {
+        inUse[id, default: 1] -= 1
+        if inUse[id] == 0 { inUse[id] = nil }
+        lastUsed[id] = .now
+    }
+
+    func idle(_ id: String, longerThan d: Duration) -> Bool {
+        guard inUse[id] == nil else { return false }
+        guard let t = lastUsed[id] else {
+            lastUsed[id] = .now
+            return false
+        }
+        return ContinuousClock.now - t > d
+    }
+
+    func lastUse(_ id: String) -> ContinuousClock.Instant? { lastUsed[id] }
+
+    func forget(_ id: String) {
+        lastUsed[id] = nil
+        inUse[id] = nil
+    }
+}
+
+/// Sessions and everything hanging off them: the transcript, runs, and the
+/// session's sandbox (created on first use, stopped when idle, started again
+/// transparently).
+public final class SessionService: Sendable {
+    let store: Store
+    let backend: any SandboxBackend
+    let secrets: SecretService
+    let hub: EventHub
+    let config: CoreConfig
+    let logger: Logger
+    let activity = SandboxActivity()
+
+    public init(store: Store, backend: any SandboxBackend, secrets: SecretService, hub: EventHub, config: CoreConfig,
+                logger: Logger) {
+        self.store = store
+        self.backend = backend
+        self.secrets = secrets
+        self.hub = hub
+        self.config = config
+        self.logger = logger
+    }
+
+    // MARK: sessions
+
+    public func get(_ caller: Identity, id: String) async throws -> Session {
+        try Validate.id(id, .session, field: "id")
+        guard let s = try await store.session(id: id, teamID: caller.scope) else { throw AgentdError.notFound("session") }
+        return s
+    }
+
+    public func create(_ caller: Identity, agentID: String?, title: String?) async throws -> Session {
+        try caller.require(.member, "create sessions")
+        guard let agentID else { throw AgentdError.invalid("agent_id is required", field: "agent_id") }
+        try Validate.id(agentID, .agent, field: "agent_id")
+        guard let agent = try await store.agent(id: agentID, teamID: caller.scope) else {
+            throw AgentdError.notFound("agent", field: "agent_id")
+        }
+        let title = title ?? ""
+        try Validate.text(title, field: "title", max: 256)
+        let s = try await store.createSession(id: Identifier.make(.session), teamID: agent.teamID, agentID: agent.id,
+                                              title: title, audit: caller.audit("create", "session", nil, team: agent.teamID))
+        Counter(label: "agentd_sessions_created_total").increment()
+        return s
+    }
+
+    public func list(_ caller: Identity, agentID: String?, status: String?, query: String?, limit: Int?, cursor: String?)
+        async throws -> Page<Session>
+    {
+        if let agentID { try Validate.id(agentID, .agent, field: "agent_id") }
+        if let status, !["idle", "queued", "running"].contains(status) {
+            throw AgentdError.invalid("status must be idle, queued or running", field: "status")
+        }
+        let limit = limit ?? 50
+        guard (1...500).contains(limit) else { throw AgentdError.invalid("limit must be between 1 and 500", field: "limit") }
+        if let query { try Validate.text(query, field: "q", max: 256) }
+        do {
+            return try await store.sessions(SessionQuery(teamID: caller.scope, agentID: agentID, status: status,
+                                                         titleContains: query, limit: limit, cursor: cursor))
+        } catch StoreError.conflict {
+            throw AgentdError.invalid("cursor is not valid", field: "cursor")
+        }
+    }
+
+    public func delete(_ caller: Identity, id: String) async throws {
+        try caller.require(.member, "delete sessions")
+        let s = try await get(caller, id: id)
+        // The sandbox and its files go first: a crash in between leaves a
+        // session without a sandbox (made again on use), never the reverse.
+        if let sid = try? SandboxID(s.id) {
+            do {
+                try await backend.destroy(sid)
+            } catch let e as SandboxError {
+                throw AgentdError.from(e)
+            }
+        }
+        await activity.forget(s.id)
+        guard try await store.deleteSession(id: s.id, teamID: caller.scope, audit: caller.audit("delete", "session", s.id))
+        else { throw AgentdError.notFound("session") }
+        hub.close(sessionID: s.id)
+    }
+
+    // MARK: messages and runs
+
+    public func postMessage(_ caller: Identity, id: String, content: String) async throws -> MessageAccepted {
+        try caller.require(.member, "send messages")
+        let s = try await get(caller, id: id)
+        try Validate.text(content, field: "content", max: 1 << 20, allowEmpty: false)
+        let (event, run) = try await store.postMessage(
+            sessionID: s.id, teamID: s.teamID, runID: Identifier.make(.run),
+            content: .object(["text": .string(content)]), audit: caller.audit("message", "session", s.id, team: s.teamID))
+        hub.publish([event])
+        Counter(label: "agentd_messages_total").increment()
+        return MessageAccepted(runID: run.id, seq: event.seq)
+    }
+
+    public func messages(_ caller: Identity, id: String, after: Int64?, limit: Int?) async throws -> [Event] {
+        let s = try await get(caller, id: id)
+        let after = after ?? 0
+        guard after >= 0 else { throw AgentdError.invalid("after must be 0 or more", field: "after") }
+        let limit = limit ?? 1000
+        guard (1...10000).contains(limit) else { throw AgentdError.invalid("limit must be between 1 and 10000", field: "limit") }
+        return try await store.events(sessionID: s.id, after: after, limit: limit)
+    }
+
+    public func run(_ caller: Identity, sessionID: String, runID: String) async throws -> Run {
+        let s = try await get(caller, id: sessionID)
+        try Validate.id(runID, .run, field: "run_id")
+        guard var run = try await store.run(id: runID, sessionID: s.id) else { throw AgentdError.notFound("run") }
+        run.events = try await store.events(runID: run.id)
+        return run
+    }
+
+    /// Cancel the active run: a queued run ends at once; a running one is
+    /// flagged and its worker stops it.
+    public func cancel(_ caller: Identity, id: String) async throws -> Run {
+        try caller.require(.member, "cancel runs")
+        let s = try await get(caller, id: id)
+        guard let run = try await store.requestCancel(sessionID: s.id, audit: caller.audit("cancel", "session", s.id)) else {
+            throw AgentdError.conflict("the session has no active run")
+        }
+        if run.state == .queued {
+            let events = try await store.finishRun(
+                runID: run.id, sessionID: s.id, state: .cancelled, error: nil,
+                events: [NewEvent(kind: .runStatus, runID: run.id,
+                                  data: .object(["run_id": .string(run.id), "state": .string("cancelled")]))])
+            hub.publish(events)
+        }
+        return try await store.run(id: run.id, sessionID: s.id) ?? run
+    }
+
+    /// Append events to a session's transcript and tell subscribers.
+    public func append(sessionID: String, _ events: [NewEvent]) async throws -> [Event] {
+        let out = try await store.appendEvents(sessionID: sessionID, events)
+        hub.publish(out)
+        return out
+    }
+
+    // MARK: sandbox
+
+    static func sandboxID(_ s: Session) throws -> SandboxID {
+        do { return try SandboxID(s.id) } catch { throw AgentdError.internal("session id is not a sandbox id") }
+    }
+
+    func hostname(_ s: Session) -> String {
+        Hostname.sanitize(s.title.isEmpty ? s.id : s.title)
+    }
+
+    /// The session's sandbox, created and started as needed, its spec kept
+    /// in step with the agent's settings.
+    public func ensureRunning(_ s: Session) async throws -> SandboxID {
+        let sid = try Self.sandboxID(s)
+        guard let agent = try await store.agent(id: s.agentID, teamID: nil) else {
+            throw AgentdError.conflict("the session's agent no longer exists")
+        }
+        let spec = AgentService.sandboxSpec(agent, hostname: hostname(s))
+        do {
+            let status: SandboxStatus
+            if let existing = try? await backend.status(sid) {
+                status = existing
+                if existing.state == .stopped && existing.spec != spec {
+                    try await backend.update(sid, spec: spec)
+                }
+            } else {
+                status = try await backend.create(sid, spec: spec)
+            }
+            switch status.state {
+            case .running: return sid
+            case .paused: throw AgentdError.conflict("the sandbox is paused; resume it first")
+            case .stopped:
+                try await backend.start(sid)
+                Counter(label: "agentd_sandbox_starts_total").increment()
+                try await sandboxChanged(s.id, "running", reason: "started")
+                return sid
+            }
+        } catch let e as SandboxError {
+            if e.kind == .system { logger.error("sandbox failed", metadata: ["session": "\(s.id)", "error": "\(e)"]) }
+            throw AgentdError.from(e)
+        }
+    }
+
+    func sandboxChanged(_ sessionID: String, _ state: String, reason: String) async throws {
+        try await store.setSandboxState(sessionID: sessionID, state: state)
+        _ = try await append(sessionID: sessionID, [NewEvent(kind: .sandboxStatus,
+                                                             data: .object(["state": .string(state),
+                                                                            "reason": .string(reason)]))])
+    }
+
+    /// The environment of a command in this session's sandbox, by
+    /// precedence (highest first): agentd's own AGENTD_ variables > the
+    /// agent's secrets > the team's secrets > CONTAINER_ENV_ passthrough >
+    /// the agent's env.
+    public func environment(_ s: Session, agent: Agent) async throws -> [String: String] {
+        var env = agent.env
+        for (k, v) in config.containerEnv { env[k] = v }
+        let (team, own) = try await secrets.values(for: agent)
+        for (k, v) in team { env[k] = v }
+        for (k, v) in own { env[k] = v }
+        env["AGENTD_SESSION_ID"] = s.id
+        env["AGENTD_AGENT_ID"] = agent.id
+        env["AGENTD_TEAM_ID"] = s.teamID
+        return env
+    }
+
+    /// Run `body` with the sandbox running and marked busy.
+    public func withSandbox<T: Sendable>(_ s: Session, _ body: (SandboxID) async throws -> T) async throws -> T {
+        await activity.begin(s.id)
+        do {
+            let sid = try await ensureRunning(s)
+            let r = try await body(sid)
+            await activity.end(s.id)
+            return r
+        } catch let e as SandboxError {
+            await activity.end(s.id)
+            throw AgentdError.from(e)
+        } catch {
+            await activity.end(s.id)
+            throw error
+        }
+    }
+
+    public func exec(_ caller: Identity, id: String, _ input: ExecInput) async throws -> (any ExecProcess, Session) {
+        try caller.require(.member, "run commands")
+        let s = try await get(caller, id: id)
+        guard let agent = try await store.agent(id: s.agentID, teamID: nil) else {
+            throw AgentdError.conflict("the session's agent no longer exists")
+        }
+        let request = try execRequest(input, env: try await environment(s, agent: agent))
+        await activity.begin(s.id)
+        do {
+            let sid = try await ensureRunning(s)
+            let process = try await backend.exec(sid, request)
+            Counter(label: "agentd_exec_total").increment()
+            return (TrackedProcess(inner: process, onEnd: { [activity] in await activity.end(s.id) }), s)
+        } catch let e as SandboxError {
+            await activity.end(s.id)
+            throw AgentdError.from(e)
+        } catch {
+            await activity.end(s.id)
+            throw error
+        }
+    }
+
+    func execRequest(_ input: ExecInput, env base: [String: String]) throws -> ExecRequest {
+        let command: Command
+        switch input.command {
+        case .argv(let a): command = .argv(a)
+        case .shell(let s): command = .shell(s)
+        }
+        do { try command.validate() } catch { throw AgentdError.from(error) }
+        var env = base
+        for (k, v) in input.env ?? [:] {
+            try Validate.envName(k, field: "env")
+            guard !k.hasPrefix("AGENTD_") else { throw AgentdError.invalid("AGENTD_ variables are reserved", field: "env") }
+            try Validate.text(v, field: "env", max: 128 * 1024)
+            env[k] = v
+        }
+        var timeout = config.execDefaultTimeout
+        if let t = input.timeoutS {
+            guard t > 0, t.isFinite, Duration.milliseconds(Int64(t * 1000)) <= config.execMaxTimeout else {
+                throw AgentdError.invalid("timeout_s must be more than 0 and at most \(config.execMaxTimeout)",
+                                          field: "timeout_s")
+            }
+            timeout = .milliseconds(Int64(t * 1000))
+        }
+        if let cwd = input.cwd { try Validate.text(cwd, field: "cwd", max: 4096, allowEmpty: false) }
+        if let stdin = input.stdin { try Validate.text(stdin, field: "stdin", max: 16 << 20) }
+        return ExecRequest(command: command, cwd: input.cwd, env: env, stdin: input.stdin.map { Array($0.utf8) },
+                           timeout: timeout)
+    }
+
+    // MARK: files
+
+    public func listFiles(_ caller: Identity, id: String, path: String) async throws -> [FileEntry] {
+        let s = try await get(caller, id: id)
+        return try await withSandbox(s) { sid in
+            try await backend.listFiles(sid, path: path).map(Self.entry)
+        }
+    }
+
+    public func statFile(_ caller: Identity, id: String, path: String) async throws -> FileEntry {
+        let s = try await get(caller, id: id)
+        return try await withSandbox(s) { sid in Self.entry(try await backend.stat(sid, path: path)) }
+    }
+
+    static func entry(_ f: FileInfo) -> FileEntry {
+        FileEntry(name: f.name, type: f.kind.rawValue, size: f.size, mode: "0" + String(f.mode, radix: 8),
+                  modifiedAt: f.modifiedAt)
+    }
+
+    /// The content as a stream; the sandbox is marked busy until it ends.
+    public func readFile(_ caller: Identity, id: String, path: String) async throws -> (FileEntry, ByteChunks) {
+        let s = try await get(caller, id: id)
+        await activity.begin(s.id)
+        do {
+            let sid = try await ensureRunning(s)
+            let info = try await backend.stat(sid, path: path)
+            guard info.kind == .file else {
+                throw AgentdError.invalid("\(info.path) is not a regular file", field: "path")
+            }
+            let chunks = try await backend.readFile(sid, path: path)
+            let activity = self.activity
+            let tracked = ByteChunks { continuation in
+                let task = Task {
+                    do {
+                        for try await c in chunks { continuation.yield(c) }
+                        continuation.finish()
+                    } catch {
+                        continuation.finish(throwing: error)
+                    }
+                    await activity.end(s.id)
+                }
+                continuation.onTermination = { _ in task.cancel() }
+            }
+            return (Self.entry(info), tracked)
+        } catch let e as SandboxError {
+            await activity.end(s.id)
+            throw AgentdError.from(e)
+        } catch {
+            await activity.end(s.id)
+            throw error
+        }
+    }
+
+    public func writeFile(_ caller: Identity, id: String, path: String, contents: ByteChunks) async throws -> FileEntry {
+        try caller.require(.member, "upload files")
+        let s = try await get(caller, id: id)
+        return try await withSandbox(s) { sid in
+            Self.entry(try await backend.writeFile(sid, path: path, mode: 0o644, contents: contents))
+        }
+    }
+
+    public func removeFile(_ caller: Identity, id: String, path: String) async throws {
+        try caller.require(.member, "delete files")
+        let s = try await get(caller, id: id)
+        try await withSandbox(s) { sid in try await backend.removeFile(sid, path: path, recursive: true) }
+    }
+
+    // MARK: sandbox state and actions
+
+    public func sandboxInfo(_ caller: Identity, id: String) async throws -> SandboxInfo {
+        let s = try await get(caller, id: id)
+        let sid = try Self.sandboxID(s)
+        guard let st = try? await backend.status(sid) else {
+            let agent = try await store.agent(id: s.agentID, teamID: nil)
+            return SandboxInfo(state: "none", image: agent?.sandbox.image ?? "", limits: nil, usage: nil, startedAt: nil,
+                               idleStopAt: nil)
+        }
+        let l = st.limits
+        let limits = SandboxLimitsInfo(memoryBytes: l.memoryBytes, pids: l.pids,
+                                       cpus: l.cpuMillis.map { Double($0) / 1000 }, tmpBytes: l.tmpBytes)
+        let usage = st.usage.map {
+            SandboxUsageInfo(memoryBytes: $0.memoryBytes, memoryPeakBytes: $0.memoryPeakBytes,
+                             cpuSeconds: $0.cpuMicros.map { Double($0) / 1e6 }, pids: $0.pids, oomKills: $0.oomKills)
+        }
+        var idleAt: Date? = nil
+        if st.state == .running, let last = await activity.lastUse(s.id) {
+            let remaining = config.idleStopAfter - (ContinuousClock.now - last)
+            let c = remaining.components
+            idleAt = Date().addingTimeInterval(max(0, Double(c.seconds) + Double(c.attoseconds) / 1e18))
+        }
+        return SandboxInfo(state: st.state.rawValue, image: st.spec.image, limits: limits, usage: usage,
+                           startedAt: st.startedAt, idleStopAt: idleAt)
+    }
+
+    public func sandboxAction(_ caller: Identity, id: String, action: String) async throws -> SandboxInfo {
+        try caller.require(.member, "control sandboxes")
+        let s = try await get(caller, id: id)
+        let sid = try Self.sandboxID(s)
+        do {
+            switch action {
+            case "start":
+                _ = try await ensureRunning(s)
+                await activity.begin(s.id)
+                await activity.end(s.id)
+            case "stop":
+                if (try? await backend.status(sid)) != nil {
+                    try await backend.stop(sid)
+                    try await sandboxChanged(s.id, "stopped", reason: "stopped")
+                }
+            case "pause":
+                try await backend.pause(sid)
+                try await sandboxChanged(s.id, "paused", reason: "paused")
+            case "resume":
+                try await backend.resume(sid)
+                try await sandboxChanged(s.id, "running", reason: "resumed")
+            case "restart":
+                if (try? await backend.status(sid)) != nil {
+                    try await backend.stop(sid)
+                    try await sandboxChanged(s.id, "stopped", reason: "restarting")
+                }
+                _ = try await ensureRunning(s)
+            default:
+                throw AgentdError.notFound("sandbox action \(action) (start, stop, pause, resume, restart)")
+            }
+        } catch let e as SandboxError {
+            throw AgentdError.from(e)
+        }
+        return try await sandboxInfo(caller, id: id)
+    }
+
+    // MARK: background work and recovery
+
+    /// Stop sandboxes unused for `idleStopAfter` (their files stay).
+    public func stopIdleSandboxes() async {
+        guard let running = try? await store.sessionIDs(sandboxState: "running") else { return }
+        for id in running {
+            guard await activity.idle(id, longerThan: config.idleStopAfter) else { continue }
+            guard let sid = try? SandboxID(id) else { continue }
+            do {
+                try await backend.stop(sid)
+                try await sandboxChanged(id, "stopped", reason: "idle")
+                logger.info("stopped an idle sandbox", metadata: ["session": "\(id)"])
+            } catch {
+                logger.warning("could not stop an idle sandbox", metadata: ["session": "\(id)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// After a start: make the database agree with the sandboxes that
+    /// exist, remove sandboxes whose session is gone, and release the run
+    /// leases of the previous process.
+    public func recover() async throws {
+        let sandboxes = try await backend.list()
+        var known = Set<String>()
+        for sb in sandboxes {
+            guard let s = try await store.session(id: sb.id.rawValue, teamID: nil) else {
+                logger.info("removing a sandbox without a session", metadata: ["sandbox": "\(sb.id)"])
+                try? await backend.destroy(sb.id)
+                continue
+            }
+            known.insert(s.id)
+            if s.sandboxState != sb.state.rawValue {
+                try await sandboxChanged(s.id, sb.state.rawValue, reason: "recovered")
+            }
+        }
+        for state in ["running", "paused", "stopped"] {
+            for id in try await store.sessionIDs(sandboxState: state) where !known.contains(id) {
+                try await store.setSandboxState(sessionID: id, state: "none")
+            }
+        }
+        let released = try await store.expireLeases()
+        if released > 0 { logger.info("released run leases of the previous process", metadata: ["runs": "\(released)"]) }
+    }
+}
+
+/// An exec whose end (or abandonment) marks the sandbox as no longer busy.
+final class TrackedProcess: ExecProcess {
+    let inner: any ExecProcess
+    let events: AsyncThrowingStream<ExecEvent, any Error>
+
+    init(inner: any ExecProcess, onEnd: @escaping @Sendable () async -> Void) {
+        self.inner = inner
+        let source = inner.events
+        events = AsyncThrowingStream { continuation in
+            let task = Task {
+                do {
+                    for try await e in source { continuation.yield(e) }
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
+                }
+                await onEnd()
+            }
+            continuation.onTermination = { reason in
+                if case .cancelled = reason { task.cancel() }
+            }
+        }
+    }
+
+    func write(stdin: [UInt8]) async throws { try await inner.write(stdin: stdin) }
+    func closeStdin() async { await inner.closeStdin() }
+    func signal(_ signal: Int32) async { await inner.signal(signal) }
+}

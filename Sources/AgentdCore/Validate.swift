@@ -1,0 +1,63 @@
+import AgentdModel
+import SandboxKit
+
+/// Input checks shared by the services; each failure names its field.
+enum Validate {
+    /// Names of teams, keys, agents: 1-64 of letters, digits, space, . _ - (not all spaces).
+    static func name(_ s: String, field: String) throws {
+        guard !s.isEmpty, s.utf8.count <= 64 else {
+            throw AgentdError.invalid("\(field) must be 1 to 64 characters", field: field)
+        }
+        let ok = s.unicodeScalars.allSatisfy { c in
+            (c >= "a" && c <= "z") || (c >= "A" && c <= "Z") || (c >= "0" && c <= "9") || c == "." || c == "_"
+                || c == "-" || c == " "
+        }
+        guard ok, s.trimmingSpaces == s, !s.trimmingSpaces.isEmpty else {
+            throw AgentdError.invalid("\(field) may contain letters, digits, spaces, '.', '_' and '-' only", field: field)
+        }
+    }
+
+    static func text(_ s: String, field: String, max: Int, allowEmpty: Bool = true) throws {
+        if !allowEmpty && s.isEmpty { throw AgentdError.invalid("\(field) must not be empty", field: field) }
+        guard s.utf8.count <= max else { throw AgentdError.invalid("\(field) is longer than \(max) bytes", field: field) }
+        guard !s.unicodeScalars.contains(where: { $0.value == 0 }) else {
+            throw AgentdError.invalid("\(field) contains a NUL character", field: field)
+        }
+    }
+
+    static func envName(_ s: String, field: String) throws {
+        guard EnvName.isValid(s) else {
+            throw AgentdError.invalid("\"\(s)\" is not a valid environment variable name", field: field)
+        }
+    }
+
+    static func id(_ s: String, _ prefix: IDPrefix, field: String) throws {
+        guard Identifier.isValid(s, prefix) else {
+            throw AgentdError.invalid("\(field) is not a valid \(prefix.rawValue)_ id", field: field)
+        }
+    }
+}
+
+extension String {
+    var trimmingSpaces: String {
+        var s = Substring(self)
+        while s.first == " " { s.removeFirst() }
+        while s.last == " " { s.removeLast() }
+        return String(s)
+    }
+}
+
+extension AgentdError {
+    /// The sandbox layer's errors, as API errors.  System failures keep
+    /// their details in the log, not in the answer.
+    public static func from(_ e: SandboxError) -> AgentdError {
+        switch e.kind {
+        case .invalidArgument: return .invalid(e.message, field: e.field)
+        case .notFound:
+            return AgentdError(status: 404, code: "not_found", message: e.message, field: e.field)
+        case .conflict: return .conflict(e.message, field: e.field)
+        case .unsupported: return AgentdError(status: 501, code: "unsupported", message: e.message, field: e.field)
+        case .system: return .internal("the sandbox failed (\(e.stage ?? "system")); see the daemon log")
+        }
+    }
+}
