@@ -6,7 +6,7 @@ struct Agentd: AsyncParsableCommand {
         commandName: "agentd",
         abstract: "Run AI agents for several teams, each session in its own Linux sandbox.",
         version: AgentdVersion.string,
-        subcommands: [SandboxCommand.self, ImageCommand.self])
+        subcommands: [Serve.self, SandboxCommand.self, ImageCommand.self, OpenAPICommand.self])
 }
 
 enum AgentdVersion {

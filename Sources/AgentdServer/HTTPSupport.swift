@@ -1,0 +1,207 @@
+import AgentdCore
+import AgentdModel
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// Per-request context: Hummingbird's core plus who is calling.
+public struct AgentdContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public var identity: Identity?
+
+    public init(source: Source) {
+        coreContext = .init(source: source)
+        identity = nil
+    }
+
+    /// Bodies that are collected whole (JSON) are limited; file uploads stream.
+    public var maxUploadSize: Int { 1 << 20 }
+
+    /// The caller; the auth middleware guarantees it on every protected route.
+    public func caller() throws -> Identity {
+        guard let identity else { throw AgentdError.unauthorized }
+        return identity
+    }
+}
+
+enum HTTP {
+    static let jsonHeaders: HTTPFields = [.contentType: "application/json; charset=utf-8"]
+
+    static func json<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) throws -> Response {
+        let bytes = try AgentdJSON.encoder.encode(value)
+        return Response(status: status, headers: jsonHeaders, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+    }
+
+    static func error(_ e: AgentdError) -> Response {
+        let bytes = (try? AgentdJSON.encoder.encode(ErrorBody(e))) ?? Data("{}".utf8)
+        var headers = jsonHeaders
+        if e.status == 401 { headers[.wwwAuthenticate] = "Bearer" }
+        return Response(status: .init(code: e.status), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+    }
+
+    /// Parse a JSON body strictly: valid JSON, an object, no unknown fields
+    /// (nested objects too), then typed decoding with field names in errors.
+    static func decode<T: Decodable>(_ type: T.Type, from request: Request, allowed: Set<String>,
+                                     nested: [String: Set<String>] = [:], limit: Int = 1 << 20) async throws -> T {
+        var request = request
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.collectBody(upTo: limit)
+        } catch let e as HTTPError where e.status == .contentTooLarge {
+            throw AgentdError.tooLarge("the request body is larger than \(limit) bytes")
+        }
+        let data = Data(buffer.readableBytesView)
+        if data.isEmpty { throw AgentdError.invalid("a JSON body is required") }
+        let value: JSONValue
+        do {
+            value = try AgentdJSON.decoder.decode(JSONValue.self, from: data)
+        } catch {
+            throw AgentdError.invalid("the body is not valid JSON")
+        }
+        guard case .object(let object) = value else { throw AgentdError.invalid("the body must be a JSON object") }
+        for key in object.keys where !allowed.contains(key) {
+            throw AgentdError.invalid("unknown field \"\(key)\"", field: key)
+        }
+        for (key, fields) in nested {
+            guard let inner = object[key], inner != .null else { continue }
+            guard case .object(let o) = inner else { throw AgentdError.invalid("\(key) must be an object", field: key) }
+            for k in o.keys where !fields.contains(k) {
+                throw AgentdError.invalid("unknown field \"\(key).\(k)\"", field: "\(key).\(k)")
+            }
+        }
+        do {
+            return try AgentdJSON.decoder.decode(T.self, from: data)
+        } catch let e as DecodingError {
+            throw describe(e)
+        }
+    }
+
+    static func describe(_ e: DecodingError) -> AgentdError {
+        func path(_ p: [any CodingKey]) -> String {
+            p.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".").replacingBrackets
+        }
+        switch e {
+        case .typeMismatch(let type, let c):
+            return .invalid("\(path(c.codingPath)) has the wrong type (expected \(typeName(type)))", field: path(c.codingPath))
+        case .valueNotFound(let type, let c):
+            return .invalid("\(path(c.codingPath)) must not be null (expected \(typeName(type)))", field: path(c.codingPath))
+        case .keyNotFound(let key, let c):
+            let f = path(c.codingPath + [key])
+            return .invalid("\(f) is required", field: f)
+        case .dataCorrupted(let c):
+            let f = path(c.codingPath)
+            return .invalid("\(f.isEmpty ? "body" : f): \(c.debugDescription)", field: f.isEmpty ? nil : f)
+        @unknown default:
+            return .invalid("the body could not be decoded")
+        }
+    }
+
+    static func typeName(_ t: Any.Type) -> String {
+        let n = String(describing: t)
+        switch n {
+        case "String": return "a string"
+        case "Int", "Int64", "Int32", "UInt64": return "an integer"
+        case "Double": return "a number"
+        case "Bool": return "a boolean"
+        default:
+            if n.hasPrefix("Array") { return "an array" }
+            if n.hasPrefix("Dictionary") { return "an object" }
+            return n
+        }
+    }
+
+    static func query(_ request: Request, _ name: String) -> String? {
+        request.uri.queryParameters.get(name)
+    }
+
+    static func intQuery(_ request: Request, _ name: String) throws -> Int? {
+        guard let s = query(request, name) else { return nil }
+        guard let v = Int(s) else { throw AgentdError.invalid("\(name) must be an integer", field: name) }
+        return v
+    }
+}
+
+extension String {
+    fileprivate var replacingBrackets: String { replacing(".[", with: "[") }
+}
+
+/// Maps every error to the JSON error body, in one place: AgentdError as
+/// is, Hummingbird's own (unknown route, body too large) by status, and
+/// anything else as a bare 500 whose details only go to the log.
+struct ErrorMiddleware: RouterMiddleware {
+    typealias Context = AgentdContext
+    let logger: Logger
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+        -> Response
+    {
+        do {
+            return try await next(request, context)
+        } catch let e as AgentdError {
+            if e.status >= 500 { logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(e)"]) }
+            return HTTP.error(e)
+        } catch let e as HTTPError {
+            switch e.status {
+            case .notFound:
+                return HTTP.error(AgentdError(status: 404, code: "route_not_found",
+                                              message: "no route \(request.method) \(request.uri.path)"))
+            case .methodNotAllowed:
+                return HTTP.error(AgentdError(status: 405, code: "method_not_allowed",
+                                              message: "\(request.method) is not allowed on \(request.uri.path)"))
+            case .contentTooLarge:
+                return HTTP.error(.tooLarge("the request body is too large"))
+            default:
+                if e.status.code < 500 {
+                    return HTTP.error(AgentdError(status: Int(e.status.code), code: "invalid_request",
+                                                  message: e.body ?? e.status.reasonPhrase))
+                }
+                logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(e)"])
+                return HTTP.error(.internal())
+            }
+        } catch is CancellationError {
+            return HTTP.error(.unavailable("the request was cancelled"))
+        } catch {
+            logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
+            return HTTP.error(.internal())
+        }
+    }
+}
+
+/// Bearer-key authentication on every route but the health checks.
+struct AuthMiddleware: RouterMiddleware {
+    typealias Context = AgentdContext
+    let auth: AuthService
+    static let open: Set<String> = ["/healthz", "/readyz"]
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+        -> Response
+    {
+        if Self.open.contains(request.uri.path) {
+            return try await next(request, context)
+        }
+        guard let header = request.headers[.authorization], header.hasPrefix("Bearer ") else {
+            throw AgentdError.unauthorized
+        }
+        let token = String(header.dropFirst("Bearer ".count)).trimmingSpaces
+        guard let identity = try await auth.authenticate(token) else { throw AgentdError.unauthorized }
+        var context = context
+        context.identity = identity
+        context.logger[metadataKey: "key"] = "\(identity.keyID)"
+        return try await next(request, context)
+    }
+}
+
+extension String {
+    var trimmingSpaces: String {
+        var s = Substring(self)
+        while s.first == " " { s.removeFirst() }
+        while s.last == " " { s.removeLast() }
+        return String(s)
+    }
+}

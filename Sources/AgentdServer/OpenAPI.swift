@@ -1,0 +1,211 @@
+import AgentdModel
+
+/// The OpenAPI 3.1 document, built from the same `Endpoint` values the router
+/// serves.  `agentd openapi` prints it; the repository keeps the output in
+/// Sources/AgentdServer/openapi.json and a test checks the two are equal.
+public enum OpenAPIDocument {
+    static func obj(_ pairs: [(String, JSONValue)]) -> JSONValue {
+        .object(Dictionary(pairs, uniquingKeysWith: { a, _ in a }))
+    }
+
+    static func str(_ s: String) -> JSONValue { .string(s) }
+    static func ref(_ name: String) -> JSONValue { obj([("$ref", str("#/components/schemas/\(name)"))]) }
+    static let string = obj([("type", str("string"))])
+    static let dateTime = obj([("type", str("string")), ("format", str("date-time"))])
+    static let integer = obj([("type", str("integer"))])
+    static let number = obj([("type", str("number"))])
+    static let boolean = obj([("type", str("boolean"))])
+    static func nullable(_ s: JSONValue) -> JSONValue { obj([("anyOf", .array([s, obj([("type", str("null"))])]))]) }
+    static func array(_ items: JSONValue) -> JSONValue { obj([("type", str("array")), ("items", items)]) }
+    static func map(_ values: JSONValue) -> JSONValue { obj([("type", str("object")), ("additionalProperties", values)]) }
+    static func enumeration(_ values: [String]) -> JSONValue {
+        obj([("type", str("string")), ("enum", .array(values.map(str)))])
+    }
+
+    static func object(_ props: [(String, JSONValue)], required: [String] = [], closed: Bool = true) -> JSONValue {
+        var pairs: [(String, JSONValue)] = [("type", str("object")), ("properties", obj(props))]
+        if !required.isEmpty { pairs.append(("required", .array(required.map(str)))) }
+        if closed { pairs.append(("additionalProperties", .bool(false))) }
+        return obj(pairs)
+    }
+
+    static func list(_ item: String) -> JSONValue {
+        object([("data", array(ref(item))), ("next_cursor", nullable(string))], required: ["data"])
+    }
+
+    static var schemas: [(String, JSONValue)] {
+        let usage = object([("prompt_tokens", integer), ("completion_tokens", integer), ("cost_usd", number)])
+        let sandbox = object([
+            ("image", string), ("memory_mb", integer), ("cpus", number), ("pids", integer), ("tmp_mb", integer),
+            ("network", enumeration(["none"])), ("user_namespace", boolean), ("read_only_root", boolean),
+        ])
+        let harness = object([("command", array(string)), ("timeout_s", integer)], required: ["command"])
+        let limits = object([("max_steps", integer), ("max_run_seconds", integer), ("max_tool_output_bytes", integer),
+                             ("tool_timeout_s", integer)])
+        let agentFields: [(String, JSONValue)] = [
+            ("name", string), ("model", string), ("system_prompt", string),
+            ("tools", array(enumeration(["exec", "read_file", "write_file", "list_files", "edit_file"]))),
+            ("sandbox", ref("AgentSandbox")), ("env", map(string)), ("secrets", array(string)),
+            ("harness", nullable(ref("AgentHarness"))), ("limits", ref("AgentLimits")),
+        ]
+        return [
+            ("Error", object([("error", object([("code", string), ("message", string), ("field", nullable(string))],
+                                                 required: ["code", "message"]))], required: ["error"])),
+            ("Team", object([("id", string), ("name", string), ("created_at", dateTime)], required: ["id", "name"])),
+            ("TeamInput", object([("name", string)], required: ["name"])),
+            ("TeamList", list("Team")),
+            ("Key", object([
+                ("id", string), ("name", string), ("team_id", string), ("role", ref("Role")), ("prefix", string),
+                ("created_at", dateTime), ("revoked_at", nullable(dateTime)), ("last_used_at", nullable(dateTime)),
+                ("key", string),
+            ], required: ["id", "name", "team_id", "role"])),
+            ("KeyInput", object([("name", string), ("team_id", string), ("role", ref("Role"))], required: ["name", "role"])),
+            ("KeyList", list("Key")),
+            ("Role", enumeration(Role.allCases.map(\.rawValue))),
+            ("AgentSandbox", sandbox),
+            ("AgentHarness", harness),
+            ("AgentLimits", limits),
+            ("Agent", object([("id", string), ("team_id", string)] + agentFields
+                                + [("created_at", dateTime), ("updated_at", dateTime)], required: ["id", "name", "model"])),
+            ("AgentInput", object(agentFields + [("team_id", string)])),
+            ("AgentList", list("Agent")),
+            ("Secret", object([("id", string), ("name", string), ("team_id", string), ("agent_id", nullable(string)),
+                               ("created_at", dateTime), ("updated_at", dateTime)], required: ["name"])),
+            ("SecretInput", object([("value", string), ("agent_id", string)], required: ["value"])),
+            ("SecretList", list("Secret")),
+            ("Usage", usage),
+            ("Session", object([
+                ("id", string), ("team_id", string), ("agent_id", string), ("title", string),
+                ("status", enumeration(["idle", "queued", "running"])),
+                ("sandbox_state", enumeration(["none", "running", "paused", "stopped"])), ("last_seq", integer),
+                ("active_run_id", nullable(string)), ("usage", ref("Usage")), ("created_at", dateTime),
+                ("updated_at", dateTime),
+            ], required: ["id", "agent_id", "status"])),
+            ("SessionInput", object([("agent_id", string), ("title", string)], required: ["agent_id"])),
+            ("SessionList", list("Session")),
+            ("MessageInput", object([("content", string)], required: ["content"])),
+            ("MessageAccepted", object([("run_id", string), ("seq", integer)], required: ["run_id", "seq"])),
+            ("Event", object([
+                ("seq", integer), ("session_id", string), ("run_id", nullable(string)),
+                ("kind", enumeration(EventKind.allCases.map(\.rawValue))), ("created_at", dateTime),
+                ("data", .object([:])),
+            ], required: ["seq", "session_id", "kind", "data"])),
+            ("EventList", list("Event")),
+            ("Run", object([
+                ("id", string), ("session_id", string), ("state", enumeration(RunState.allCases.map(\.rawValue))),
+                ("error", nullable(string)), ("message_seq", integer), ("steps", integer), ("usage", ref("Usage")),
+                ("created_at", dateTime), ("started_at", nullable(dateTime)), ("finished_at", nullable(dateTime)),
+                ("events", array(ref("Event"))),
+            ], required: ["id", "state"])),
+            ("ExecInput", object([
+                ("command", obj([("oneOf", .array([string, array(string)]))])), ("cwd", string), ("env", map(string)),
+                ("timeout_s", number), ("stdin", string),
+            ], required: ["command"])),
+            ("ExecOutput", object([
+                ("exit_code", integer), ("signal", nullable(integer)), ("stdout", string), ("stderr", string),
+                ("timed_out", boolean), ("duration_ms", number), ("truncated", boolean),
+            ], required: ["exit_code", "stdout", "stderr", "timed_out", "duration_ms"])),
+            ("File", object([("name", string), ("type", enumeration(["file", "directory", "symlink", "other"])),
+                             ("size", integer), ("mode", string), ("modified_at", dateTime)], required: ["name", "type"])),
+            ("FileList", array(ref("File"))),
+            ("Sandbox", object([
+                ("state", enumeration(["none", "running", "paused", "stopped"])), ("image", string),
+                ("limits", nullable(object([("memory_bytes", nullable(integer)), ("pids", nullable(integer)),
+                                            ("cpus", nullable(number)), ("tmp_bytes", nullable(integer))]))),
+                ("usage", nullable(object([("memory_bytes", nullable(integer)), ("memory_peak_bytes", nullable(integer)),
+                                           ("cpu_seconds", nullable(number)), ("pids", nullable(integer)),
+                                           ("oom_kills", nullable(integer))]))),
+                ("started_at", nullable(dateTime)), ("idle_stop_at", nullable(dateTime)),
+            ], required: ["state"])),
+            ("Status", object([
+                ("version", string), ("cgroup_driver", string), ("seccomp", string), ("images", array(string)),
+                ("notes", array(string)), ("sandboxes_running", integer), ("runs_active", integer),
+                ("runs_queued", integer), ("gateway", nullable(string)),
+            ])),
+        ]
+    }
+
+    static func content(_ schema: String) -> JSONValue {
+        switch schema {
+        case "binary":
+            return obj([("application/octet-stream", obj([("schema", obj([("type", str("string")), ("format", str("binary"))]))]))])
+        case "text":
+            return obj([("text/plain", obj([("schema", string)]))])
+        case "event-stream":
+            return obj([("text/event-stream", obj([("schema", string)]))])
+        case "object":
+            return obj([("application/json", obj([("schema", obj([("type", str("object"))]))]))])
+        default:
+            return obj([("application/json", obj([("schema", ref(schema))]))])
+        }
+    }
+
+    static let errorStatuses: [(String, String)] = [
+        ("400", "Bad input; the body names the field"), ("401", "No key or an unknown key"),
+        ("403", "The key's role does not allow this"), ("404", "Not found (or another team's)"),
+        ("409", "Conflicts with the current state"), ("413", "Body too large"),
+    ]
+
+    public static func build(_ endpoints: [Endpoint], version: String) -> JSONValue {
+        var paths: [String: [(String, JSONValue)]] = [:]
+        for e in endpoints {
+            var op: [(String, JSONValue)] = [
+                ("summary", str(e.summary)), ("tags", .array([str(e.tag)])),
+                ("operationId", str(operationID(e))),
+            ]
+            var params: [JSONValue] = []
+            for name in pathParameters(e.path) {
+                params.append(obj([("name", str(name)), ("in", str("path")), ("required", .bool(true)), ("schema", string)]))
+            }
+            for q in e.query {
+                params.append(obj([("name", str(q)), ("in", str("query")), ("required", .bool(false)), ("schema", string)]))
+            }
+            if e.path.hasSuffix("/events") {
+                params.append(obj([("name", str("Last-Event-ID")), ("in", str("header")), ("required", .bool(false)),
+                                   ("schema", string)]))
+            }
+            if !params.isEmpty { op.append(("parameters", .array(params))) }
+            if let body = e.body { op.append(("requestBody", obj([("required", .bool(true)), ("content", content(body))]))) }
+            var responses: [(String, JSONValue)] = []
+            var ok: [(String, JSONValue)] = [("description", str(e.status == 204 ? "Done" : "Success"))]
+            if let r = e.response, e.status != 204 { ok.append(("content", content(r))) }
+            responses.append((String(e.status), obj(ok)))
+            let errors = e.open ? [("503", "Not ready")] : errorStatuses
+            for (code, text) in errors {
+                responses.append((code, obj([("description", str(text)), ("content", content("Error"))])))
+            }
+            op.append(("responses", obj(responses)))
+            if e.open { op.append(("security", .array([]))) }
+            paths[e.path, default: []].append((e.method.rawValue.lowercased(), obj(op)))
+        }
+        return obj([
+            ("openapi", str("3.1.0")),
+            ("info", obj([("title", str("agentd")), ("version", str(version)),
+                          ("description", str("Run AI agents for several teams, each session in its own sandbox."))])),
+            ("servers", .array([obj([("url", str("http://127.0.0.1:8787"))])])),
+            ("security", .array([obj([("bearer", .array([]))])])),
+            ("paths", obj(paths.map { ($0.key, obj($0.value)) })),
+            ("components", obj([
+                ("schemas", obj(schemas)),
+                ("securitySchemes", obj([("bearer", obj([("type", str("http")), ("scheme", str("bearer"))]))])),
+            ])),
+        ])
+    }
+
+    static func pathParameters(_ path: String) -> [String] {
+        path.split(separator: "/").compactMap { part in
+            part.hasPrefix("{") && part.hasSuffix("}") ? String(part.dropFirst().dropLast()) : nil
+        }
+    }
+
+    static func operationID(_ e: Endpoint) -> String {
+        let words = e.path.split(separator: "/").filter { !$0.hasPrefix("{") && $0 != "v1" }
+            .map { $0.replacing("-", with: "_").replacing(".", with: "_") }
+        return e.method.rawValue.lowercased() + "_" + words.joined(separator: "_") + (e.path.hasSuffix("}") ? "_item" : "")
+    }
+
+    public static func render(_ endpoints: [Endpoint], version: String) -> [UInt8] {
+        let json = (try? AgentdJSON.encoder.encode(build(endpoints, version: version))).map { Array($0) } ?? []
+        return json + [0x0A]
+    }
+}

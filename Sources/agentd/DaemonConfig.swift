@@ -1,0 +1,184 @@
+import AgentdModel
+import TOMLKit
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// agentd's configuration: built-in defaults, then the config file
+/// (/etc/agentd/agentd.toml when installed), then AGENTD_* environment
+/// variables, then command-line flags; each later source wins.
+struct DaemonConfig: Codable, Equatable {
+    struct Sandbox: Codable, Equatable {
+        var cgroupDriver: String = "auto"
+        var cgroupParent: String = "agentd"
+        var defaultImage: String = "default"
+        var memoryMB: Int = 512
+        var cpus: Double = 1
+        var pids: Int = 256
+        var tmpMB: Int = 256
+        var netnsPool: Int = 4
+        var adoptRunning: Bool = true
+
+        enum CodingKeys: String, CodingKey {
+            case cgroupDriver = "cgroup_driver", cgroupParent = "cgroup_parent", defaultImage = "default_image"
+            case memoryMB = "memory_mb", cpus, pids, tmpMB = "tmp_mb", netnsPool = "netns_pool"
+            case adoptRunning = "adopt_running"
+        }
+    }
+
+    struct Exec: Codable, Equatable {
+        var defaultTimeoutS: Int = 600
+        var maxOutputBytes: Int = 8 << 20
+
+        enum CodingKeys: String, CodingKey { case defaultTimeoutS = "default_timeout_s", maxOutputBytes = "max_output_bytes" }
+    }
+
+    struct Gateway: Codable, Equatable {
+        var url: String = ""
+        var key: String = ""
+    }
+
+    var stateDir: String = "/var/lib/agentd"
+    var runDir: String = ""
+    var listen: String = "127.0.0.1:8787"
+    var socket: String = ""
+    var socketGroup: String = "agentd"
+    var logLevel: String = "info"
+    var idleStopSeconds: Int = 900
+    var sandbox = Sandbox()
+    var exec = Exec()
+    var gateway = Gateway()
+
+    enum CodingKeys: String, CodingKey {
+        case stateDir = "state_dir", runDir = "run_dir", listen, socket, socketGroup = "socket_group"
+        case logLevel = "log_level", idleStopSeconds = "idle_stop_seconds", sandbox, exec, gateway
+    }
+
+    static let topKeys: Set<String> = ["state_dir", "run_dir", "listen", "socket", "socket_group", "log_level",
+                                       "idle_stop_seconds", "sandbox", "exec", "gateway"]
+    static let nestedKeys: [String: Set<String>] = [
+        "sandbox": ["cgroup_driver", "cgroup_parent", "default_image", "memory_mb", "cpus", "pids", "tmp_mb",
+                    "netns_pool", "adopt_running"],
+        "exec": ["default_timeout_s", "max_output_bytes"],
+        "gateway": ["url", "key"],
+    ]
+
+    /// The file's settings over the defaults; unknown keys are errors (a
+    /// typo must not silently fall back to a default).
+    static func load(file path: String) throws -> DaemonConfig {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw ConfigError("cannot read \(path)")
+        }
+        let table: TOMLTable
+        do {
+            table = try TOMLTable(string: text)
+        } catch let e as TOMLParseError {
+            throw ConfigError("\(path):\(e.source.begin.line): invalid TOML")
+        }
+        let json = table.convert(to: .json)
+        guard case .object(let top)? = try? AgentdJSON.decoder.decode(JSONValue.self, from: Data(json.utf8)) else {
+            throw ConfigError("\(path): not a TOML table")
+        }
+        for k in top.keys where !topKeys.contains(k) { throw ConfigError("\(path): unknown setting \"\(k)\"") }
+        for (section, keys) in nestedKeys {
+            guard let v = top[section] else { continue }
+            guard case .object(let inner) = v else { throw ConfigError("\(path): [\(section)] must be a table") }
+            for k in inner.keys where !keys.contains(k) {
+                throw ConfigError("\(path): unknown setting \"\(section).\(k)\"")
+            }
+        }
+        var merged = try JSONValue.from(DaemonConfig())
+        if case .object(var base) = merged {
+            for (k, v) in top {
+                if case .object(let inner) = v, case .object(var b)? = base[k] {
+                    for (ik, iv) in inner { b[ik] = iv }
+                    base[k] = .object(b)
+                } else {
+                    base[k] = v
+                }
+            }
+            merged = .object(base)
+        }
+        do {
+            return try merged.decode(DaemonConfig.self)
+        } catch {
+            throw ConfigError("\(path): a setting has the wrong type (\(error))")
+        }
+    }
+
+    /// AGENTD_* environment variables over the current values.
+    mutating func applyEnvironment(_ env: [String: String]) throws {
+        if let v = env["AGENTD_STATE_DIR"] { stateDir = v }
+        if let v = env["AGENTD_RUN_DIR"] { runDir = v }
+        if let v = env["AGENTD_LISTEN"] { listen = v }
+        if let v = env["AGENTD_SOCKET"] { socket = v }
+        if let v = env["AGENTD_LOG_LEVEL"] { logLevel = v }
+        if let v = env["AGENTD_IDLE_STOP_SECONDS"] {
+            guard let n = Int(v) else { throw ConfigError("AGENTD_IDLE_STOP_SECONDS must be an integer") }
+            idleStopSeconds = n
+        }
+        if let v = env["AGENTD_CGROUP_DRIVER"] { sandbox.cgroupDriver = v }
+        if let v = env["AGENTD_CGROUP_PARENT"] { sandbox.cgroupParent = v }
+        if let v = env["AGENTD_GATEWAY_URL"] { gateway.url = v }
+        if let v = env["AGENTD_GATEWAY_KEY"] { gateway.key = v }
+    }
+
+    func validate() throws {
+        guard stateDir.hasPrefix("/") else { throw ConfigError("state_dir must be an absolute path") }
+        guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(logLevel) else {
+            throw ConfigError("log_level must be one of trace, debug, info, notice, warning, error, critical")
+        }
+        guard idleStopSeconds >= 0 else { throw ConfigError("idle_stop_seconds must be 0 (never) or more") }
+        guard ["auto", "v1", "v2", "none"].contains(sandbox.cgroupDriver) else {
+            throw ConfigError("sandbox.cgroup_driver must be auto, v1, v2 or none")
+        }
+        guard sandbox.memoryMB >= 16, sandbox.pids >= 8, sandbox.cpus > 0, sandbox.tmpMB >= 1 else {
+            throw ConfigError("sandbox limits must be positive (memory_mb >= 16, pids >= 8)")
+        }
+        guard (0...64).contains(sandbox.netnsPool) else { throw ConfigError("sandbox.netns_pool must be 0 to 64") }
+        guard exec.defaultTimeoutS > 0, exec.maxOutputBytes >= 1024 else {
+            throw ConfigError("exec.default_timeout_s and exec.max_output_bytes must be positive")
+        }
+        _ = try listenAddress()
+    }
+
+    var resolvedRunDir: String { runDir.isEmpty ? (stateDir == "/var/lib/agentd" ? "/run/agentd" : stateDir + "/run") : runDir }
+    var resolvedSocket: String { socket.isEmpty ? resolvedRunDir + "/agentd.sock" : socket }
+
+    /// "HOST:PORT" (an IPv6 host in brackets); "" or "none" disables TCP.
+    func listenAddress() throws -> (host: String, port: Int)? {
+        if listen.isEmpty || listen == "none" { return nil }
+        guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]),
+              (0...65535).contains(port) else {
+            throw ConfigError("listen must be HOST:PORT, e.g. 127.0.0.1:8787")
+        }
+        var host = String(listen[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty else { throw ConfigError("listen needs a host, e.g. 127.0.0.1:8787") }
+        return (host, port)
+    }
+}
+
+struct ConfigError: Error, CustomStringConvertible {
+    let description: String
+    init(_ s: String) { description = s }
+}
+
+func processEnvironment() -> [String: String] {
+    var out: [String: String] = [:]
+    var p = environ
+    while let entry = p.pointee {
+        let s = String(cString: entry)
+        if let eq = s.firstIndex(of: "=") { out[String(s[..<eq])] = String(s[s.index(after: eq)...]) }
+        p += 1
+    }
+    return out
+}
