@@ -55,6 +55,8 @@ enum HTTP {
             buffer = try await request.collectBody(upTo: limit)
         } catch let e as HTTPError where e.status == .contentTooLarge {
             throw AgentdError.tooLarge("the request body is larger than \(limit) bytes")
+        } catch is NIOTooManyBytesError {
+            throw AgentdError.tooLarge("the request body is larger than \(limit) bytes")
         }
         let data = Data(buffer.readableBytesView)
         if data.isEmpty { throw AgentdError.invalid("a JSON body is required") }
@@ -116,8 +118,33 @@ enum HTTP {
         }
     }
 
+    /// A query parameter, decoded as HTML forms encode them ('+' is a space,
+    /// then percent-decoding), so `q=title+1` and `q=title%201` agree.
     static func query(_ request: Request, _ name: String) -> String? {
-        request.uri.queryParameters.get(name)
+        guard let raw = request.uri.query else { return nil }
+        for pair in raw.split(separator: "&") {
+            let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard formDecode(kv[0]) == name else { continue }
+            return kv.count > 1 ? formDecode(kv[1]) : ""
+        }
+        return nil
+    }
+
+    static func formDecode(_ s: Substring) -> String {
+        var out: [UInt8] = []
+        var bytes = Array(s.utf8)[...]
+        while let b = bytes.popFirst() {
+            if b == UInt8(ascii: "+") {
+                out.append(0x20)
+            } else if b == UInt8(ascii: "%"), bytes.count >= 2,
+                      let v = UInt8(String(decoding: bytes.prefix(2), as: UTF8.self), radix: 16) {
+                out.append(v)
+                bytes = bytes.dropFirst(2)
+            } else {
+                out.append(b)
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 
     static func intQuery(_ request: Request, _ name: String) throws -> Int? {
@@ -164,6 +191,8 @@ struct ErrorMiddleware: RouterMiddleware {
                 logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(e)"])
                 return HTTP.error(.internal())
             }
+        } catch is NIOTooManyBytesError {
+            return HTTP.error(.tooLarge("the request body is too large"))
         } catch is CancellationError {
             return HTTP.error(.unavailable("the request was cancelled"))
         } catch {

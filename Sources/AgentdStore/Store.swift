@@ -298,6 +298,10 @@ public final class Store: Sendable {
     /// Delete an agent; refused while it has sessions.
     public func deleteAgent(id: String, teamID: String?, audit: AuditEntry?) async throws -> Bool {
         try await write { db in
+            // Another team's agent is "not found", never "in use".
+            let visible = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM agents WHERE id = ? AND (? IS NULL OR team_id = ?)",
+                                           arguments: [id, teamID, teamID]) ?? 0
+            if visible == 0 { return false }
             let sessions = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM sessions WHERE agent_id = ?", arguments: [id]) ?? 0
             if sessions > 0 {
                 throw StoreError.conflict("the agent has \(sessions) session(s); delete them first")

@@ -168,7 +168,7 @@ struct Secrets: AsyncParsableCommand {
                 guard let data = FileManager.default.contents(atPath: fromFile) else { throw CLIError("cannot read \(fromFile)") }
                 value = String(decoding: data, as: UTF8.self)
             } else {
-                if isatty(0) != 0 { FileHandle.standardError.write(Data("value for \(name) (then Enter): ".utf8)) }
+                if isatty(0) != 0 { Out.err("value for \(name) (then Enter): ") }
                 value = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
                 if isatty(0) != 0 || value.hasSuffix("\n") && value.filter({ $0 == "\n" }).count == 1 {
                     value = value.trimmingCharacters(in: .newlines)

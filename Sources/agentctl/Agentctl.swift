@@ -19,6 +19,7 @@ struct Agentctl: AsyncParsableCommand {
 
     /// Every subcommand ends here on failure: one line, a non-zero exit.
     static func main() async {
+        signal(SIGPIPE, SIG_IGN)
         do {
             var command = try parseAsRoot(hoistGlobalOptions(Array(CommandLine.arguments.dropFirst())))
             if var asyncCommand = command as? AsyncParsableCommand {
@@ -27,7 +28,7 @@ struct Agentctl: AsyncParsableCommand {
                 try command.run()
             }
         } catch let e as CLIError {
-            FileHandle.standardError.write(Data("agentctl: \(e.description)\n".utf8))
+            Out.err("agentctl: \(e.description)\n")
             Foundation.exit(e.code)
         } catch {
             exit(withError: error)
@@ -129,7 +130,7 @@ struct Keys: AsyncParsableCommand {
                                                  as: APIKeyInfo.self)
             if conn.json { return Out.json(k) }
             Out.line(k.key ?? "")
-            FileHandle.standardError.write(Data("key \(k.id) (\(k.role.rawValue)) in team \(k.teamID); it is not shown again\n".utf8))
+            Out.err("key \(k.id) (\(k.role.rawValue)) in team \(k.teamID); it is not shown again\n")
         }
     }
 

@@ -16,11 +16,28 @@ extension CharacterSet {
 
 enum Out {
     static func line(_ s: String) {
-        FileHandle.standardOutput.write(Data((s + "\n").utf8))
+        write(1, Array((s + "\n").utf8))
     }
 
     static func raw(_ bytes: [UInt8], error: Bool = false) {
-        (error ? FileHandle.standardError : FileHandle.standardOutput).write(Data(bytes))
+        write(error ? 2 : 1, bytes)
+    }
+
+    static func err(_ s: String) {
+        write(2, Array(s.utf8))
+    }
+
+    /// write(2) until done; a closed pipe (`agentctl ... | head`) ends the
+    /// program quietly instead of crashing it.
+    static func write(_ fd: Int32, _ bytes: [UInt8]) {
+        var off = 0
+        while off < bytes.count {
+            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + off, $0.count - off) }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 && errno == EPIPE { Foundation.exit(0) }
+            if n <= 0 { return }
+            off += n
+        }
     }
 
     static func json<T: Encodable>(_ value: T) {

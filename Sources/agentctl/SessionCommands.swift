@@ -51,7 +51,7 @@ struct Sessions: AsyncParsableCommand {
             Out.table(["ID", "TITLE", "AGENT", "STATUS", "SANDBOX", "EVENTS", "CREATED"],
                       rows.map { [$0.id, $0.title, $0.agentID, $0.status, $0.sandboxState, String($0.lastSeq),
                                   Out.date($0.createdAt)] })
-            if let next { FileHandle.standardError.write(Data("more: --cursor \(next)\n".utf8)) }
+            if let next { Out.err("more: --cursor \(next)\n") }
         }
     }
 
@@ -304,7 +304,7 @@ struct ExecCmd: AsyncParsableCommand {
                 case "exit":
                     code = Int32(data["exit_code"]?.intValue ?? 1)
                     if data["timed_out"]?.boolValue == true {
-                        FileHandle.standardError.write(Data("agentctl: the command timed out\n".utf8))
+                        Out.err("agentctl: the command timed out\n")
                     }
                 case "error":
                     let notFound = data["code"]?.stringValue == "not_found"
@@ -350,7 +350,7 @@ struct Copy: AsyncParsableCommand {
             let response = try await client.execute(r)
             let body = try await response.body.collect(upTo: 1 << 20)
             try client.check(response.status, Data(body.readableBytesView))
-            if !conn.json { FileHandle.standardError.write(Data("copied \(source) to \(session):\(path)\n".utf8)) }
+            if !conn.json { Out.err("copied \(source) to \(session):\(path)\n") }
         } else if let (session, path) = Copy.remote(source), Copy.remote(destination) == nil {
             let r = client.request(.GET, "/v1/sessions/\(seg(session))/files/content", query: ["path": path])
             let response = try await client.execute(r)
@@ -368,7 +368,9 @@ struct Copy: AsyncParsableCommand {
                 }
                 out = h
             }
-            for try await chunk in response.body { out.write(Data(chunk.readableBytesView)) }
+            for try await chunk in response.body {
+                if destination == "-" { Out.raw(Array(chunk.readableBytesView)) } else { out.write(Data(chunk.readableBytesView)) }
+            }
         } else {
             throw CLIError("one of SOURCE and DESTINATION must be SESSION:PATH (and only one)", code: 2)
         }
