@@ -212,6 +212,6 @@ struct Bench {
             print("\(o.concurrent) sandboxes running at once: host memory per sandbox \((per / 1024 / 1024 * 100).rounded() / 100) MiB (MemAvailable before/after, page cache dropped)")
             for id in ids { try await backend.destroy(id) }
         }
-        await backend.shutdown()
+        await backend.close()
     }
 }
