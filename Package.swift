@@ -73,6 +73,19 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
+        // Agent runs: the worker, the model gateway client, tools, harness relay.
+        .target(
+            name: "AgentdWorker",
+            dependencies: [
+                "AgentdCore", "AgentdModel", "AgentdStore", "SandboxKit",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
         // The HTTP API (Hummingbird): routes, auth, SSE, OpenAPI, metrics.
         .target(
             name: "AgentdServer",
@@ -88,7 +101,7 @@ let package = Package(
         .executableTarget(
             name: "agentd",
             dependencies: [
-                "SandboxKit", "LinuxSandbox", "AgentdCore", "AgentdServer", "AgentdStore", "AgentdModel",
+                "SandboxKit", "LinuxSandbox", "AgentdCore", "AgentdServer", "AgentdStore", "AgentdModel", "AgentdWorker",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -113,6 +126,7 @@ let package = Package(
 
         .testTarget(name: "SandboxKitTests", dependencies: ["SandboxKit"]),
         .testTarget(name: "AgentdStoreTests", dependencies: ["AgentdStore", "AgentdModel"]),
+        .testTarget(name: "AgentdWorkerTests", dependencies: ["AgentdWorker", "AgentdModel"]),
         .testTarget(
             name: "LinuxSandboxTests",
             dependencies: ["SandboxKit", "LinuxSandbox", "CAgentdSandbox"]

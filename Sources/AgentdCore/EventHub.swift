@@ -61,5 +61,11 @@ public final class EventHub: Sendable {
         subs.forEach { $0.finish() }
     }
 
+    /// Someone is watching this session now (the worker streams from the
+    /// model only then).
+    public func hasSubscribers(sessionID: String) -> Bool {
+        state.withLock { !($0.subscribers[sessionID]?.isEmpty ?? true) }
+    }
+
     public var subscriberCount: Int { state.withLock { $0.subscribers.values.reduce(0) { $0 + $1.count } } }
 }

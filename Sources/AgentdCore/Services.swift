@@ -2,6 +2,7 @@ import AgentdModel
 import AgentdStore
 import Logging
 import SandboxKit
+import Synchronization
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -19,6 +20,9 @@ public final class Services: Sendable {
     public let secrets: SecretService
     public let sessions: SessionService
     public let version: String
+    public let runControl = RunControl()
+    /// Reports the gateway's reachability for /v1/status (set by the worker).
+    public let gatewayStatus = GatewayStatus()
     let logger: Logger
 
     public init(config: CoreConfig, store: Store, backend: any SandboxBackend, secretBox: SecretBox, version: String,
@@ -33,7 +37,7 @@ public final class Services: Sendable {
         agents = AgentService(store: store, config: config, images: { await backend.info().images })
         secrets = SecretService(store: store, box: secretBox)
         sessions = SessionService(store: store, backend: backend, secrets: secrets, hub: hub, config: config,
-                                  logger: logger)
+                                  runControl: runControl, logger: logger)
     }
 
     public func status(_ caller: Identity) async throws -> StatusInfo {
@@ -42,6 +46,32 @@ public final class Services: Sendable {
         let runs = try await store.runCounts()
         return StatusInfo(version: version, cgroupDriver: info.cgroupDriver, seccomp: info.seccomp, images: info.images,
                           notes: info.notes, sandboxesRunning: running, runsActive: runs.running, runsQueued: runs.queued,
-                          gateway: nil)
+                          gateway: await gatewayStatus.describe())
+    }
+}
+
+/// What /v1/status says of the model gateway: its address and whether the
+/// last request to it got an answer.
+public final class GatewayStatus: Sendable {
+    private struct State {
+        var url: String?
+        var lastError: String?
+        var lastOK: Date?
+    }
+
+    private let state = Mutex(State())
+
+    public init() {}
+
+    public func configure(url: String?) { state.withLock { $0.url = url } }
+    public func succeeded() { state.withLock { $0.lastOK = Date(); $0.lastError = nil } }
+    public func failed(_ message: String) { state.withLock { $0.lastError = message } }
+
+    public func describe() async -> String? {
+        let s = state.withLock { $0 }
+        guard let url = s.url else { return nil }
+        if let e = s.lastError { return "\(url) (unreachable: \(e))" }
+        if s.lastOK != nil { return "\(url) (reachable)" }
+        return "\(url) (not contacted yet)"
     }
 }

@@ -54,9 +54,11 @@ public final class SessionService: Sendable {
     let config: CoreConfig
     let logger: Logger
     let activity = SandboxActivity()
+    public let runControl: RunControl
 
     public init(store: Store, backend: any SandboxBackend, secrets: SecretService, hub: EventHub, config: CoreConfig,
-                logger: Logger) {
+                runControl: RunControl = RunControl(), logger: Logger) {
+        self.runControl = runControl
         self.store = store
         self.backend = backend
         self.secrets = secrets
@@ -134,6 +136,7 @@ public final class SessionService: Sendable {
             sessionID: s.id, teamID: s.teamID, runID: Identifier.make(.run),
             content: .object(["text": .string(content)]), audit: caller.audit("message", "session", s.id, team: s.teamID))
         hub.publish([event])
+        runControl.notify()
         Counter(label: "agentd_messages_total").increment()
         return MessageAccepted(runID: run.id, seq: event.seq)
     }
@@ -169,6 +172,8 @@ public final class SessionService: Sendable {
                 events: [NewEvent(kind: .runStatus, runID: run.id,
                                   data: .object(["run_id": .string(run.id), "state": .string("cancelled")]))])
             hub.publish(events)
+        } else {
+            runControl.cancel(run: run.id)
         }
         return try await store.run(id: run.id, sessionID: s.id) ?? run
     }
@@ -238,12 +243,23 @@ public final class SessionService: Sendable {
         var env = agent.env
         for (k, v) in config.containerEnv { env[k] = v }
         let (team, own) = try await secrets.values(for: agent)
-        for (k, v) in team { env[k] = v }
-        for (k, v) in own { env[k] = v }
+        for (k, v) in team where k != Self.gatewayKeySecret { env[k] = v }
+        for (k, v) in own where k != Self.gatewayKeySecret { env[k] = v }
         env["AGENTD_SESSION_ID"] = s.id
         env["AGENTD_AGENT_ID"] = agent.id
         env["AGENTD_TEAM_ID"] = s.teamID
         return env
+    }
+
+    /// A secret of this name is the key for the model gateway in this
+    /// team's (or agent's) runs, instead of the configured gateway.key.  It
+    /// is never put in a sandbox's environment as itself.
+    public static let gatewayKeySecret = "GATEWAY_KEY"
+
+    /// The gateway key from the agent's or its team's GATEWAY_KEY secret.
+    public func gatewayKey(for agent: Agent) async throws -> String? {
+        let (team, own) = try await secrets.values(for: agent)
+        return own[Self.gatewayKeySecret] ?? team[Self.gatewayKeySecret]
     }
 
     /// Run `body` with the sandbox running and marked busy.

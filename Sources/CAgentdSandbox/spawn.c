@@ -19,6 +19,7 @@
 #include <linux/sched.h>
 #include <linux/securebits.h>
 #include <net/if.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -592,6 +593,78 @@ int agentd_netns_create(void)
         return -1;
     }
     return h.out_fd;
+}
+
+/* A TCP listener inside a sandbox's network namespace.  A CLONE_VM|
+ * CLONE_VFORK|CLONE_FILES child joins the namespace (setns on the init's
+ * pidfd), creates the socket there, and leaves it in the shared fd table:
+ * agentd's own threads never change namespace, and the socket stays bound
+ * to the sandbox's loopback for as long as agentd holds it. */
+struct listen_ctx {
+    int pidfd;
+    uint32_t addr; /* network byte order */
+    uint16_t port; /* host byte order */
+    int out_fd;
+    int err;
+};
+
+static int netns_listener(void *arg)
+{
+    struct listen_ctx *c = arg;
+    long r = SC2(SYS_setns, c->pidfd, CLONE_NEWNET);
+    if (r < 0) {
+        c->err = (int)-r;
+        return 1;
+    }
+    long s = SC3(SYS_socket, AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (s < 0) {
+        c->err = (int)-s;
+        return 2;
+    }
+    int one = 1;
+    SC5(SYS_setsockopt, s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = (uint16_t)((c->port >> 8) | (c->port << 8));
+    sa.sin_addr.s_addr = c->addr;
+    r = SC3(SYS_bind, s, &sa, sizeof sa);
+    if (r == 0)
+        r = SC2(SYS_listen, s, 128);
+    if (r < 0) {
+        c->err = (int)-r;
+        SC1(SYS_close, s);
+        return 3;
+    }
+    c->out_fd = (int)s;
+    return 0;
+}
+
+int agentd_netns_listen(int pidfd, uint32_t addr_be, uint16_t port)
+{
+    void *stack = stack_alloc();
+    if (!stack)
+        return -1;
+    struct listen_ctx c = {pidfd, addr_be, port, -1, 0};
+    struct clone_args args;
+    memset(&args, 0, sizeof args);
+    args.flags = CLONE_VM | CLONE_VFORK | CLONE_FILES;
+    args.exit_signal = SIGCHLD;
+    long pid = clone_child(&args, stack, netns_listener, &c);
+    if (pid < 0) {
+        munmap(stack, CHILD_STACK);
+        errno = (int)-pid;
+        return -1;
+    }
+    int status = 0;
+    while (waitpid((pid_t)pid, &status, __WALL) < 0 && errno == EINTR) {
+    }
+    munmap(stack, CHILD_STACK);
+    if (c.out_fd < 0) {
+        errno = c.err ? c.err : EIO;
+        return -1;
+    }
+    return c.out_fd;
 }
 
 /* ---- small wrappers ---------------------------------------------------------- */

@@ -547,6 +547,20 @@ public actor LinuxSandboxBackend: SandboxBackend {
         return (r, e.record.spec)
     }
 
+    public func listenInside(_ id: SandboxID, port: UInt16) async throws -> Int32 {
+        let (runtime, _) = try running(id)
+        let pidfd = runtime.pidfd
+        let fd = agentd_netns_listen(pidfd, UInt32(0x7f00_0001).bigEndian, port)
+        guard fd >= 0 else {
+            let e = errno
+            if e == EADDRINUSE {
+                throw SandboxError(.conflict, "port \(port) is already in use inside sandbox \(id)")
+            }
+            throw SandboxError(.system, "cannot listen inside sandbox \(id): \(String(cString: strerror(e)))")
+        }
+        return fd
+    }
+
     public func exec(_ id: SandboxID, _ request: ExecRequest) async throws -> any ExecProcess {
         let (runtime, spec) = try running(id)
         try request.command.validate()

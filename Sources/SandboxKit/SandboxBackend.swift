@@ -109,6 +109,14 @@ public protocol SandboxBackend: Sendable {
     func writeFile(_ id: SandboxID, path: String, mode: UInt32, contents: ByteChunks) async throws -> FileInfo
     func removeFile(_ id: SandboxID, path: String, recursive: Bool) async throws
     func makeDirectory(_ id: SandboxID, path: String, parents: Bool) async throws
+
+    /// A listening TCP socket on the running sandbox's own loopback
+    /// (127.0.0.1:`port`), owned by the caller.  This is how agentd offers
+    /// one service (the model gateway, for harness agents) to a sandbox
+    /// whose network is otherwise loopback only: agentd accepts and forwards.
+    /// Backends whose sandboxes run elsewhere throw `.unsupported` and reach
+    /// the same end with a network policy.
+    func listenInside(_ id: SandboxID, port: UInt16) async throws -> Int32
 }
 
 extension SandboxBackend {

@@ -41,6 +41,30 @@ struct DaemonConfig: Codable, Equatable {
     struct Gateway: Codable, Equatable {
         var url: String = ""
         var key: String = ""
+        var timeoutS: Int = 300
+        var maxAttempts: Int = 5
+        var stream: String = "auto"
+
+        enum CodingKeys: String, CodingKey {
+            case url, key, timeoutS = "timeout_s", maxAttempts = "max_attempts", stream
+        }
+    }
+
+    struct Worker: Codable, Equatable {
+        var concurrency: Int = 4
+        var leaseSeconds: Int = 30
+        var maxSteps: Int = 50
+        var maxRunSeconds: Int = 3600
+        var maxToolOutputBytes: Int = 16384
+        var toolTimeoutS: Int = 300
+        var contextChars: Int = 400_000
+        var harnessPort: Int = 4000
+
+        enum CodingKeys: String, CodingKey {
+            case concurrency, leaseSeconds = "lease_seconds", maxSteps = "max_steps", maxRunSeconds = "max_run_seconds"
+            case maxToolOutputBytes = "max_tool_output_bytes", toolTimeoutS = "tool_timeout_s"
+            case contextChars = "context_chars", harnessPort = "harness_port"
+        }
     }
 
     var stateDir: String = "/var/lib/agentd"
@@ -53,19 +77,22 @@ struct DaemonConfig: Codable, Equatable {
     var sandbox = Sandbox()
     var exec = Exec()
     var gateway = Gateway()
+    var worker = Worker()
 
     enum CodingKeys: String, CodingKey {
         case stateDir = "state_dir", runDir = "run_dir", listen, socket, socketGroup = "socket_group"
-        case logLevel = "log_level", idleStopSeconds = "idle_stop_seconds", sandbox, exec, gateway
+        case logLevel = "log_level", idleStopSeconds = "idle_stop_seconds", sandbox, exec, gateway, worker
     }
 
     static let topKeys: Set<String> = ["state_dir", "run_dir", "listen", "socket", "socket_group", "log_level",
-                                       "idle_stop_seconds", "sandbox", "exec", "gateway"]
+                                       "idle_stop_seconds", "sandbox", "exec", "gateway", "worker"]
     static let nestedKeys: [String: Set<String>] = [
         "sandbox": ["cgroup_driver", "cgroup_parent", "default_image", "memory_mb", "cpus", "pids", "tmp_mb",
                     "netns_pool", "adopt_running"],
         "exec": ["default_timeout_s", "max_output_bytes"],
-        "gateway": ["url", "key"],
+        "gateway": ["url", "key", "timeout_s", "max_attempts", "stream"],
+        "worker": ["concurrency", "lease_seconds", "max_steps", "max_run_seconds", "max_tool_output_bytes",
+                   "tool_timeout_s", "context_chars", "harness_port"],
     ]
 
     /// The file's settings over the defaults; unknown keys are errors (a
@@ -129,6 +156,11 @@ struct DaemonConfig: Codable, Equatable {
         if let v = env["AGENTD_CGROUP_PARENT"] { sandbox.cgroupParent = v }
         if let v = env["AGENTD_GATEWAY_URL"] { gateway.url = v }
         if let v = env["AGENTD_GATEWAY_KEY"] { gateway.key = v }
+        if let v = env["AGENTD_GATEWAY_STREAM"] { gateway.stream = v }
+        if let v = env["AGENTD_WORKER_CONCURRENCY"] {
+            guard let n = Int(v) else { throw ConfigError("AGENTD_WORKER_CONCURRENCY must be an integer") }
+            worker.concurrency = n
+        }
     }
 
     func validate() throws {
@@ -147,6 +179,25 @@ struct DaemonConfig: Codable, Equatable {
         guard exec.defaultTimeoutS > 0, exec.maxOutputBytes >= 1024 else {
             throw ConfigError("exec.default_timeout_s and exec.max_output_bytes must be positive")
         }
+        if !gateway.url.isEmpty {
+            guard let u = URLComponents(string: gateway.url), ["http", "https"].contains(u.scheme ?? ""),
+                  !(u.host ?? "").isEmpty else {
+                throw ConfigError("gateway.url must be an http(s) URL, e.g. http://127.0.0.1:4000/v1")
+            }
+        }
+        guard gateway.timeoutS > 0, (1...20).contains(gateway.maxAttempts) else {
+            throw ConfigError("gateway.timeout_s must be positive and gateway.max_attempts 1 to 20")
+        }
+        guard ["auto", "always", "never"].contains(gateway.stream) else {
+            throw ConfigError("gateway.stream must be auto, always or never")
+        }
+        guard (1...256).contains(worker.concurrency) else { throw ConfigError("worker.concurrency must be 1 to 256") }
+        guard worker.leaseSeconds >= 3, worker.maxSteps >= 1, worker.maxRunSeconds >= 1, worker.toolTimeoutS >= 1,
+              worker.maxToolOutputBytes >= 256, worker.contextChars >= 1000 else {
+            throw ConfigError("worker limits must be positive (lease_seconds >= 3, max_tool_output_bytes >= 256, "
+                              + "context_chars >= 1000)")
+        }
+        guard (1...65535).contains(worker.harnessPort) else { throw ConfigError("worker.harness_port must be 1 to 65535") }
         _ = try listenAddress()
     }
 

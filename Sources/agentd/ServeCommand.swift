@@ -2,6 +2,7 @@ import AgentdCore
 import AgentdModel
 import AgentdServer
 import AgentdStore
+import AgentdWorker
 import ArgumentParser
 import Foundation
 import Hummingbird
@@ -161,8 +162,23 @@ struct Daemon {
             },
             logger: logger))
         let housekeeping = Housekeeping(sessions: services.sessions, logger: logger)
+        let gateway = cfg.gateway.url.isEmpty ? nil : GatewayClient(
+            config: GatewayConfig(url: cfg.gateway.url, key: cfg.gateway.key.isEmpty ? nil : cfg.gateway.key,
+                                  requestTimeout: .seconds(cfg.gateway.timeoutS), maxAttempts: cfg.gateway.maxAttempts),
+            logger: logger)
+        if gateway == nil { logger.warning("no model gateway configured (gateway.url); agent runs will fail until one is") }
+        let w = cfg.worker
+        let worker = Worker(
+            store: store, sessions: services.sessions, backend: backend, hub: services.hub, control: services.runControl,
+            gateway: gateway, gatewayStatus: services.gatewayStatus,
+            config: WorkerConfig(concurrency: w.concurrency, leaseSeconds: Double(w.leaseSeconds),
+                                 stream: WorkerConfig.StreamMode(rawValue: cfg.gateway.stream) ?? .auto,
+                                 maxSteps: w.maxSteps, maxRunSeconds: w.maxRunSeconds,
+                                 maxToolOutputBytes: w.maxToolOutputBytes, toolTimeoutSeconds: w.toolTimeoutS,
+                                 contextChars: w.contextChars, harnessPort: UInt16(w.harnessPort)),
+            logger: logger)
         let serviceGroup = ServiceGroup(
-            configuration: .init(services: (servers + [housekeeping]).map { .init(service: $0) },
+            configuration: .init(services: (servers + [housekeeping, WorkerService(worker: worker)]).map { .init(service: $0) },
                                  gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await serviceGroup.run()
         Notify.send("STOPPING=1")
@@ -187,6 +203,18 @@ final class ReadyFlag: Sendable {
 final class ListenerCount: Sendable {
     private let value = Atomic<Int>(0)
     func up() -> Int { value.add(1, ordering: .relaxed).newValue }
+}
+
+/// The run worker as a lifecycle service: on SIGTERM, runs stop where they
+/// are (their leases lapse) and the next start resumes them.
+struct WorkerService: Service {
+    let worker: Worker
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            await worker.run()
+        }
+    }
 }
 
 /// Periodic work: stop idle sandboxes, ping the systemd watchdog.

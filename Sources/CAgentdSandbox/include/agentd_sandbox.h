@@ -160,6 +160,9 @@ int agentd_detached_tree(const char *path, int userns_fd);
 
 /* A network namespace with `lo` up, held by the returned fd. -1/errno. */
 int agentd_netns_create(void);
+/* A listening TCP socket (nonblocking, cloexec) bound to addr_be:port inside
+ * the network namespace of the process behind pidfd; -1 and errno on error. */
+int agentd_netns_listen(int pidfd, uint32_t addr_be, uint16_t port);
 
 /* pidfd_open(2) / pidfd_send_signal(2); -1 with errno. */
 int agentd_pidfd_open(pid_t pid);
