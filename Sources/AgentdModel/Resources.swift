@@ -61,7 +61,8 @@ public struct AgentSandbox: Codable, Sendable, Equatable {
     public var cpus: Double?
     public var pids: Int?
     public var tmpMB: Int?
-    /// "none" (loopback only).  "gateway" reaches the model gateway only.
+    /// "none": loopback only.  (Harness agents also reach the model gateway,
+    /// through agentd's relay on the sandbox's loopback, during their runs.)
     public var network: String
     public var userNamespace: Bool
     public var readOnlyRoot: Bool

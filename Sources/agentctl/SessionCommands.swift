@@ -103,8 +103,10 @@ func follow(_ client: APIClient, session: String, after: Int64, _ handle: (Strin
             var parser = SSEParser()
             for try await chunk in response.body {
                 for m in parser.feed(chunk) {
-                    let data = (try? AgentdJSON.decoder.decode(JSONValue.self, from: Data(m.data.utf8))) ?? .string(m.data)
+                    let frame = (try? AgentdJSON.decoder.decode(JSONValue.self, from: Data(m.data.utf8))) ?? .string(m.data)
                     let seq = m.id.flatMap(Int64.init)
+                    // A persisted event's frame is the whole event; its payload is `data`.
+                    let data = seq != nil ? (frame["data"] ?? frame) : frame
                     if let seq { last = seq }
                     attempts = 0
                     if try !handle(m.event, seq, data) { return }

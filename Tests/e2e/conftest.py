@@ -245,3 +245,100 @@ def sse_events(api, sid, last_event_id=None, until=None, timeout=30, max_events=
     finally:
         r.close()
     return events
+
+
+# ---- the model side: a scripted upstream and the real LiteLLM Gateway ------
+
+LITELLM_KEY = "sk-agentd-e2e"
+
+
+@pytest.fixture(scope="session")
+def scripted():
+    """The scripted OpenAI-compatible upstream: (port, script)."""
+    from scripted_model import serve
+    server, script = serve()
+    yield server.server_address[1], script
+    server.shutdown()
+
+
+def free_port():
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@pytest.fixture(scope="session")
+def litellm(scripted, tmp_path_factory):
+    """The real LiteLLM proxy (from PyPI, in this venv), offline, on loopback,
+    with model `test-model` routed to the scripted upstream and priced so
+    that cost is computed.  Yields its base URL."""
+    import sys
+    exe = os.path.join(os.path.dirname(sys.executable), "litellm")
+    assert os.path.exists(exe), "litellm is not installed in the test venv (Tests/e2e/requirements.txt)"
+    d = tmp_path_factory.mktemp("litellm")
+    cfg = d / "config.yaml"
+    cfg.write_text(f"""
+model_list:
+  - model_name: test-model
+    litellm_params:
+      model: openai/scripted
+      api_base: http://127.0.0.1:{scripted[0]}/v1
+      api_key: upstream-key
+      input_cost_per_token: 0.000001
+      output_cost_per_token: 0.000002
+litellm_settings:
+  include_cost_in_streaming_usage: true
+  num_retries: 0
+  telemetry: false
+general_settings:
+  master_key: {LITELLM_KEY}
+""")
+    port = free_port()
+    env = dict(os.environ)
+    env.update({"LITELLM_LOCAL_MODEL_COST_MAP": "True", "NO_PROXY": "*", "no_proxy": "*"})
+    log = open(d / "litellm.log", "wb")
+    proc = subprocess.Popen([exe, "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        assert proc.poll() is None, "litellm exited: " + open(d / "litellm.log").read()[-3000:]
+        try:
+            if requests.get(url + "/health/liveliness", timeout=2).status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    else:
+        proc.kill()
+        raise RuntimeError("litellm did not start: " + open(d / "litellm.log").read()[-3000:])
+    yield url + "/v1"
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def write_config(text):
+    fd, path = tempfile.mkstemp(prefix="agentd-e2e-", suffix=".toml")
+    os.write(fd, text.encode())
+    os.close(fd)
+    return path
+
+
+def wait_run(api, sid, run_id, states=("succeeded", "failed", "cancelled"), timeout=90):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        run = api.get(f"/v1/sessions/{sid}/runs/{run_id}")
+        if run["state"] in states:
+            return run
+        time.sleep(0.1)
+    raise AssertionError(f"run {run_id} did not reach {states}: {run}")
+
+
+def transcript(api, sid):
+    return api.get(f"/v1/sessions/{sid}/messages?limit=10000")["data"]
