@@ -124,6 +124,17 @@ let package = Package(
             dependencies: ["SandboxKit", "LinuxSandbox", .product(name: "Logging", package: "swift-log")]
         ),
 
+        .executableTarget(
+            name: "agentd-bench",
+            dependencies: [
+                "AgentdCore", "AgentdModel", "AgentdStore", "AgentdWorker", "LinuxSandbox", "SandboxKit",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+
         .testTarget(name: "SandboxKitTests", dependencies: ["SandboxKit"]),
         .testTarget(name: "AgentdStoreTests", dependencies: ["AgentdStore", "AgentdModel"]),
         .testTarget(name: "AgentdWorkerTests", dependencies: ["AgentdWorker", "AgentdModel"]),

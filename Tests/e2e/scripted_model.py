@@ -13,6 +13,7 @@ Scenarios (a word in the user's message):
   bigout    exec printing 100 KB, then a final answer
   loop      exec `true` forever (for max_steps)
   flaky     429 with Retry-After: 1 on the first request of the run, then an answer
+  slowstream  a long final answer, streamed slowly (0.15 s a word)
   broken    400 always
   (other)   a final answer echoing the message
 The summarizer's requests (system prompt "You compact...") get "SUMMARY-TEXT".
@@ -52,6 +53,8 @@ class Script:
             if step == 1:
                 return call("write_file", {"path": "notes/result.md", "content": "# Result\nexec said: " + tool_out.split("\n")[0] + "\n"})
             return {"text": "All done. I ran a command and wrote notes/result.md for you."}
+        if "slowstream" in text:
+            return {"text": " ".join("word%d" % i for i in range(40)), "delay": 0.15}
         if "slow" in text:
             if step == 0:
                 return call("exec", {"command": "sleep 30; echo finished"})
@@ -160,7 +163,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             words = turn["text"].split(" ")
             for i, w in enumerate(words):
-                time.sleep(0.05)
+                time.sleep(turn.get("delay", 0.05))
                 chunk({"content": w + (" " if i < len(words) - 1 else "")})
             chunk({}, "stop")
         if (body.get("stream_options") or {}).get("include_usage"):

@@ -335,7 +335,7 @@ def test_kill9_during_a_burst_of_writes_loses_nothing_acknowledged(daemon):
         events = api.get(f"/v1/sessions/{sid}/messages?limit=10000")["data"]
         seqs = [e["seq"] for e in events]
         assert seqs == list(range(1, len(seqs) + 1)), f"gap in {sid}"
-        texts = {e["seq"]: e["data"]["text"] for e in events}
+        texts = {e["seq"]: e["data"]["text"] for e in events if e["kind"] == "user_message"}
         for s2, seq, text in acked:
             if s2 == sid:
                 assert texts.get(seq) == text, f"acknowledged event {sid}#{seq} lost"
@@ -411,7 +411,15 @@ def test_session_list_paginates_and_filters(api):
     assert len(api.get("/v1/sessions", params={"status": "idle", "limit": 100})["data"]) == 60
 
 
-def test_messages_queue_runs_and_cancel(api):
+def test_messages_queue_runs_and_cancel(make_daemon):
+    # A gateway that accepts connections and never answers: the run stays
+    # in its model call until cancelled.
+    import socket
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    d = make_daemon(env={"AGENTD_GATEWAY_URL": f"http://127.0.0.1:{silent.getsockname()[1]}/v1"})
+    api = d.api
     s = api.session(api.agent()["id"])
     sid = s["id"]
     acc = api.post(f"/v1/sessions/{sid}/messages", {"content": "do something"}, expect=202)
@@ -425,6 +433,8 @@ def test_messages_queue_runs_and_cancel(api):
     while api.get(f"/v1/sessions/{sid}/runs/{acc['run_id']}")["state"] != "cancelled" and time.time() < deadline:
         time.sleep(0.2)
     assert api.get(f"/v1/sessions/{sid}/runs/{acc['run_id']}")["state"] == "cancelled"
+    assert api.get(f"/v1/sessions/{sid}")["status"] == "idle"
+    silent.close()
 
 
 def test_metrics_and_status(api):

@@ -139,6 +139,49 @@ def test_kill9_mid_tool_resumes_without_rerunning(direct, scripted):
     assert [e["data"]["state"] for e in events if e["kind"] == "run_status"] == ["succeeded"]
 
 
+def test_kill9_mid_streamed_answer(direct, scripted):
+    """Killed while the model's answer streams: nothing of it was persisted,
+    so the restarted worker asks again; one answer, no gap, no duplicate."""
+    d = direct
+    api = d.api
+    sid = api.session(api.agent(name="streamer", model="m")["id"])["id"]
+    seen = []
+    watcher = threading.Thread(target=lambda: seen.extend(sse_events(
+        api, sid, last_event_id=0, timeout=20, until=lambda e: e["event"] == "assistant_delta" and
+        "word5" in e["data"]["text"])))
+    watcher.start()
+    time.sleep(0.5)
+    acc = api.post(f"/v1/sessions/{sid}/messages", {"content": "slowstream please"}, expect=202)
+    watcher.join(timeout=20)
+    assert any(e["event"] == "assistant_delta" for e in seen), "the answer was streaming"
+    d.kill9()
+    d.start()
+    run = wait_run(d.api, sid, acc["run_id"])
+    assert run["state"] == "succeeded"
+    events = transcript(d.api, sid)
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    answers = [e for e in events if e["kind"] == "assistant_message"]
+    assert len(answers) == 1 and answers[0]["data"]["text"].endswith("word39")
+    assert [e["kind"] for e in events if e["kind"] != "sandbox_status"] == ["user_message", "assistant_message", "run_status"]
+    asked = [q for q in scripted[1].requests if "slowstream please" in json.dumps(q["body"]["messages"])]
+    assert len(asked) == 2
+    assert run["steps"] == 1
+
+
+def test_tool_exceeding_its_timeout(direct):
+    api = direct.api
+    agent = api.agent(name="impatient", model="m", limits={"tool_timeout_s": 1})
+    sid = api.session(agent["id"])["id"]
+    t0 = time.time()
+    acc = api.post(f"/v1/sessions/{sid}/messages", {"content": "slow is fine"}, expect=202)
+    run = wait_run(api, sid, acc["run_id"])
+    assert run["state"] == "succeeded"
+    assert time.time() - t0 < 15
+    result = [e for e in transcript(api, sid) if e["kind"] == "tool_result"][0]["data"]
+    assert result["exit_code"] == 137 and "timeout" in result["output"]
+    assert "finished" not in result["output"]
+
+
 def test_cancel_stops_a_running_tool_within_a_second(direct):
     api = direct.api
     agent = api.agent(name="cancellable", model="m")
