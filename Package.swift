@@ -136,6 +136,7 @@ let package = Package(
         ),
 
         .testTarget(name: "SandboxKitTests", dependencies: ["SandboxKit"]),
+        .testTarget(name: "AgentdModelTests", dependencies: ["AgentdModel"]),
         .testTarget(name: "AgentdStoreTests", dependencies: ["AgentdStore", "AgentdModel"]),
         .testTarget(name: "AgentdWorkerTests", dependencies: ["AgentdWorker", "AgentdModel"]),
         .testTarget(

@@ -39,6 +39,45 @@ final class GroupCommit: Sendable {
         return typed
     }
 
+    /// Inside the batch's transaction.  Optimistic first: every job runs
+    /// bare (no savepoint statements, the common case); if one fails, the
+    /// whole transaction is rolled back to its start and the jobs run again,
+    /// each in its own savepoint, so one job's failure undoes only itself.
+    private static func run(_ batch: [Job], _ db: Database) throws -> [Result<any Sendable, any Error>] {
+        if batch.count > 1 {
+            var fast: [Result<any Sendable, any Error>] = []
+            fast.reserveCapacity(batch.count)
+            var failed = false
+            try db.inSavepoint {
+                for job in batch {
+                    do {
+                        fast.append(.success(try job.work(db)))
+                    } catch {
+                        failed = true
+                        return .rollback
+                    }
+                }
+                return .commit
+            }
+            if !failed { return fast }
+        }
+        var out: [Result<any Sendable, any Error>] = []
+        out.reserveCapacity(batch.count)
+        for job in batch {
+            var value: (any Sendable)? = nil
+            do {
+                try db.inSavepoint {
+                    value = try job.work(db)
+                    return .commit
+                }
+                out.append(.success(value ?? ()))
+            } catch {
+                out.append(.failure(error))
+            }
+        }
+        return out
+    }
+
     private func drain() async {
         while true {
             let batch = queue.withLock { q -> [Job] in
@@ -51,23 +90,7 @@ final class GroupCommit: Sendable {
             if batch.isEmpty { return }
             let results: [Result<any Sendable, any Error>]
             do {
-                results = try await pool.write { db -> [Result<any Sendable, any Error>] in
-                    var out: [Result<any Sendable, any Error>] = []
-                    out.reserveCapacity(batch.count)
-                    for job in batch {
-                        var value: (any Sendable)? = nil
-                        do {
-                            try db.inSavepoint {
-                                value = try job.work(db)
-                                return .commit
-                            }
-                            out.append(.success(value ?? ()))
-                        } catch {
-                            out.append(.failure(error))
-                        }
-                    }
-                    return out
-                }
+                results = try await pool.write { db in try Self.run(batch, db) }
             } catch {
                 results = batch.map { _ in .failure(error) }
             }

@@ -140,20 +140,22 @@ extension Store {
     /// Append in order with the next gap-free seqs of the session, in the
     /// same transaction as `also` (a run state change, usage).
     static func append(_ db: Database, sessionID: String, _ events: [NewEvent]) throws -> [Event] {
-        guard var seq = try Int64.fetchOne(db, sql: "SELECT last_seq FROM sessions WHERE id = ?", arguments: [sessionID])
-        else { throw StoreError.notFound("session") }
+        // Cached statements: this is the daemon's hottest write.
+        let select = try db.cachedStatement(sql: "SELECT last_seq FROM sessions WHERE id = ?")
+        guard var seq = try Int64.fetchOne(select, arguments: [sessionID]) else { throw StoreError.notFound("session") }
         let t = now()
+        let insert = try db.cachedStatement(
+            sql: "INSERT INTO events(session_id, seq, run_id, kind, created_at, data) VALUES (?,?,?,?,?,?)")
         var out: [Event] = []
+        out.reserveCapacity(events.count)
         for e in events {
             seq += 1
-            let data = e.data.compactString
-            try db.execute(sql: "INSERT INTO events(session_id, seq, run_id, kind, created_at, data) VALUES (?,?,?,?,?,?)",
-                           arguments: [sessionID, seq, e.runID, e.kind.rawValue, t, data])
+            try insert.execute(arguments: [sessionID, seq, e.runID, e.kind.rawValue, t, e.data.compactString])
             out.append(Event(seq: seq, sessionID: sessionID, runID: e.runID, kind: e.kind,
                              createdAt: Timestamp.date(millis: t), data: e.data))
         }
-        try db.execute(sql: "UPDATE sessions SET last_seq = ?, updated_at = ?, last_active_at = ? WHERE id = ?",
-                       arguments: [seq, t, t, sessionID])
+        try db.cachedStatement(sql: "UPDATE sessions SET last_seq = ?, updated_at = ?, last_active_at = ? WHERE id = ?")
+            .execute(arguments: [seq, t, t, sessionID])
         return out
     }
 

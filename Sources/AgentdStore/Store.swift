@@ -115,6 +115,9 @@ public final class Store: Sendable {
         config.maximumReaderCount = 8
         config.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = FULL")
+            // Checkpoint less often than every 1000 pages: each checkpoint
+            // is an fsync of the main file, and event appends dirty many pages.
+            try db.execute(sql: "PRAGMA wal_autocheckpoint = 8000")
         }
         self.path = path
         pool = try DatabasePool(path: path, configuration: config)
