@@ -189,8 +189,43 @@ public enum AgentdJSON {
 }
 
 public enum Timestamp {
+    /// `2026-11-25T15:04:02.566Z`: RFC 3339, UTC, milliseconds.  Computed
+    /// directly (days to civil date), as every API answer formats several.
     public static func format(_ date: Date) -> String {
-        date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true, timeZone: .gmt))
+        let ms = millis(date)
+        var days = ms >= 0 ? ms / 86_400_000 : (ms - 86_399_999) / 86_400_000
+        let msOfDay = ms - days * 86_400_000
+        // Howard Hinnant's civil_from_days.
+        days += 719_468
+        let era = (days >= 0 ? days : days - 146_096) / 146_097
+        let doe = days - era * 146_097
+        let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
+        let mp = (5 * doy + 2) / 153
+        let day = doy - (153 * mp + 2) / 5 + 1
+        let month = mp < 10 ? mp + 3 : mp - 9
+        let year = yoe + era * 400 + (month <= 2 ? 1 : 0)
+        var out: [UInt8] = []
+        out.reserveCapacity(24)
+        func put(_ v: Int64, _ width: Int) {
+            var digits = [UInt8](repeating: UInt8(ascii: "0"), count: width)
+            var x = v
+            for i in stride(from: width - 1, through: 0, by: -1) {
+                digits[i] = UInt8(ascii: "0") + UInt8(x % 10)
+                x /= 10
+            }
+            out += digits
+        }
+        guard (0...9999).contains(year) else {
+            return date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true, timeZone: .gmt))
+        }
+        put(year, 4); out.append(UInt8(ascii: "-")); put(month, 2); out.append(UInt8(ascii: "-")); put(day, 2)
+        out.append(UInt8(ascii: "T"))
+        put(msOfDay / 3_600_000, 2); out.append(UInt8(ascii: ":"))
+        put(msOfDay / 60_000 % 60, 2); out.append(UInt8(ascii: ":"))
+        put(msOfDay / 1000 % 60, 2); out.append(UInt8(ascii: "."))
+        put(msOfDay % 1000, 3); out.append(UInt8(ascii: "Z"))
+        return String(decoding: out, as: UTF8.self)
     }
 
     public static func parse(_ s: String) -> Date? {

@@ -582,3 +582,29 @@ public struct ExecInput: Codable, Sendable, Equatable {
 
     public static let fields: Set<String> = ["command", "cwd", "env", "timeout_s", "stdin"]
 }
+
+/// Types the API serializes often enough to skip JSONEncoder: their JSON is
+/// built directly.  `AgentdModelTests` checks it equals the Codable form.
+public protocol FastJSON {
+    var jsonValue: JSONValue { get }
+}
+
+extension Usage: FastJSON {
+    public var jsonValue: JSONValue {
+        .object(["prompt_tokens": .number(Double(promptTokens)), "completion_tokens": .number(Double(completionTokens)),
+                 "cost_usd": .number(costUSD)])
+    }
+}
+
+extension Session: FastJSON {
+    public var jsonValue: JSONValue {
+        var o: [String: JSONValue] = [
+            "id": .string(id), "team_id": .string(teamID), "agent_id": .string(agentID), "title": .string(title),
+            "status": .string(status), "sandbox_state": .string(sandboxState), "last_seq": .number(Double(lastSeq)),
+            "usage": usage.jsonValue, "created_at": .string(Timestamp.format(createdAt)),
+            "updated_at": .string(Timestamp.format(updatedAt)),
+        ]
+        if let activeRunID { o["active_run_id"] = .string(activeRunID) }
+        return .object(o)
+    }
+}

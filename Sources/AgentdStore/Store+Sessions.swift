@@ -45,7 +45,7 @@ extension Store {
 
     public func session(id: String, teamID: String?) async throws -> Session? {
         try await read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM sessions WHERE id = ? AND (? IS NULL OR team_id = ?)",
+            try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM sessions WHERE id = ? AND (? IS NULL OR team_id = ?)"),
                              arguments: [id, teamID, teamID]).map(Store.session)
         }
     }

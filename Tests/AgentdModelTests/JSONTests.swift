@@ -26,3 +26,37 @@ import Foundation
         #expect(JSONValue.array([.number(.infinity), .number(.nan)]).compactString == "[null,null]")
     }
 }
+
+@Suite struct TimestampTests {
+    /// Same text as Foundation's ISO 8601 style where the milliseconds are
+    /// exact in binary (Foundation truncates 0.566 stored as 0.56599... to
+    /// .565; agentd keeps the millisecond it stored), and a lossless round
+    /// trip through `parse` for any millisecond.
+    @Test func formatsRFC3339Milliseconds() {
+        let style = Date.ISO8601FormatStyle(includingFractionalSeconds: true, timeZone: .gmt)
+        for seconds in [0, 951_782_400.5, 1_795_618_442.25, -86_400.75, 4_102_444_799, 253_402_300_799] {
+            let d = Date(timeIntervalSince1970: seconds)
+            #expect(Timestamp.format(d) == d.formatted(style))
+        }
+        #expect(Timestamp.format(Date(timeIntervalSince1970: 1_795_618_442.566)) == "2026-11-25T14:54:02.566Z")
+        var g = SystemRandomNumberGenerator()
+        for _ in 0..<5000 {
+            let ms = Int64.random(in: -2_000_000_000_000...4_000_000_000_000, using: &g)
+            let d = Timestamp.date(millis: ms)
+            #expect(Timestamp.parse(Timestamp.format(d)).map(Timestamp.millis) == ms, "\(ms)")
+        }
+    }
+}
+
+@Suite struct FastJSONTests {
+    @Test func sessionMatchesCodable() throws {
+        for run in [nil, "run_x"] {
+            let s = Session(id: "ses_a", teamID: "team_b", agentID: "agt_c", title: "t \"q\" é", status: "idle",
+                            sandboxState: "none", lastSeq: 42, activeRunID: run,
+                            usage: Usage(promptTokens: 1, completionTokens: 2, costUSD: 0.125),
+                            createdAt: Date(timeIntervalSince1970: 1_795_618_442.566),
+                            updatedAt: Date(timeIntervalSince1970: 1_795_618_443))
+            #expect(s.jsonValue == (try JSONValue.from(s)))
+        }
+    }
+}
