@@ -96,7 +96,9 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            exclude: ["openapi.json"]
+            // The dashboard's assets are compiled in as DashboardAssets.swift
+            // (scripts/embed-dashboard); the files here are its sources.
+            exclude: ["openapi.json", "Dashboard"]
         ),
         .executableTarget(
             name: "agentd",

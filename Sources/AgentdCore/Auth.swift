@@ -95,7 +95,12 @@ public final class AuthService: Sendable {
 
     public func authenticate(_ token: String) async throws -> Identity? {
         guard token.hasPrefix("agentd_"), token.utf8.count < 200 else { return nil }
-        let h = Self.hash(token)
+        return try await authenticate(hash: Self.hash(token))
+    }
+
+    /// The identity of a key by its hash (dashboard sessions keep the hash,
+    /// never the key); nil once the key is revoked.
+    public func authenticate(hash h: String) async throws -> Identity? {
         if let hit = cache.withLock({ $0[h] }) { return hit }
         guard let info = try await store.key(hash: h), info.revokedAt == nil else { return nil }
         let id = Identity(keyID: info.id, teamID: info.teamID, role: info.role)

@@ -158,6 +158,15 @@ public final class SessionService: Sendable {
         return run
     }
 
+    public func recentRuns(_ caller: Identity, state: String?, limit: Int?) async throws -> Page<Run> {
+        if let state, RunState(rawValue: state) == nil {
+            throw AgentdError.invalid("state must be queued, running, succeeded, failed or cancelled", field: "state")
+        }
+        let limit = limit ?? 20
+        guard (1...200).contains(limit) else { throw AgentdError.invalid("limit must be between 1 and 200", field: "limit") }
+        return Page(data: try await store.recentRuns(teamID: caller.scope, state: state, limit: limit), nextCursor: nil)
+    }
+
     /// Cancel the active run: a queued run ends at once; a running one is
     /// flagged and its worker stops it.
     public func cancel(_ caller: Identity, id: String) async throws -> Run {

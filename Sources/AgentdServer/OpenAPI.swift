@@ -91,6 +91,7 @@ public enum OpenAPIDocument {
                 ("data", .object([:])),
             ], required: ["seq", "session_id", "kind", "data"])),
             ("EventList", list("Event")),
+            ("RunList", list("Run")),
             ("Run", object([
                 ("id", string), ("session_id", string), ("state", enumeration(RunState.allCases.map(\.rawValue))),
                 ("error", nullable(string)), ("message_seq", integer), ("steps", integer), ("usage", ref("Usage")),

@@ -231,6 +231,11 @@ public struct API: Sendable {
                 try HTTP.json(try await api.services.sessions.run(try c.caller(), sessionID: try API.param(c, "id"),
                                                        runID: try API.param(c, "run_id")))
             },
+            Endpoint(.get, "/v1/runs", "Recent runs of the caller's team, newest first (?state=failed for failures)",
+                     tag: "sessions", response: "RunList", query: ["state", "limit"]) { api, r, c in
+                try HTTP.json(try await api.services.sessions.recentRuns(
+                    try c.caller(), state: HTTP.query(r, "state"), limit: try HTTP.intQuery(r, "limit")))
+            },
             Endpoint(.post, "/v1/sessions/{id}/cancel", "Cancel the active run", tag: "sessions", response: "Run") { api, _, c in
                 try HTTP.json(try await api.services.sessions.cancel(try c.caller(), id: try API.param(c, "id")))
             },

@@ -18,12 +18,17 @@ public struct RunClaim: Sendable, Equatable {
 extension Store {
     // MARK: sessions
 
+    /// The columns `session(_:)` reads, by position (a lookup by name is a
+    /// case-insensitive string search per column, on the API's hottest read).
+    static let sessionColumns = """
+        id, team_id, agent_id, title, status, sandbox_state, last_seq, active_run_id, prompt_tokens, \
+        completion_tokens, cost_usd, created_at, updated_at
+        """
+
     static func session(_ r: Row) -> Session {
-        Session(id: r["id"], teamID: r["team_id"], agentID: r["agent_id"], title: r["title"], status: r["status"],
-                sandboxState: r["sandbox_state"], lastSeq: r["last_seq"], activeRunID: r["active_run_id"],
-                usage: Usage(promptTokens: r["prompt_tokens"], completionTokens: r["completion_tokens"],
-                             costUSD: r["cost_usd"]),
-                createdAt: Timestamp.date(millis: r["created_at"]), updatedAt: Timestamp.date(millis: r["updated_at"]))
+        Session(id: r[0], teamID: r[1], agentID: r[2], title: r[3], status: r[4], sandboxState: r[5], lastSeq: r[6],
+                activeRunID: r[7], usage: Usage(promptTokens: r[8], completionTokens: r[9], costUSD: r[10]),
+                createdAt: Timestamp.date(millis: r[11]), updatedAt: Timestamp.date(millis: r[12]))
     }
 
     public func createSession(id: String, teamID: String, agentID: String, title: String, audit: AuditEntry?)
@@ -36,7 +41,7 @@ extension Store {
                 VALUES (?,?,?,?,?,?,?)
                 """, arguments: [id, teamID, agentID, title, t, t, t])
             try Store.audit(db, audit)
-            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM sessions WHERE id = ?", arguments: [id]) else {
+            guard let row = try Row.fetchOne(db, sql: "SELECT \(Store.sessionColumns) FROM sessions WHERE id = ?", arguments: [id]) else {
                 throw StoreError.internal("session vanished")
             }
             return Store.session(row)
@@ -45,7 +50,7 @@ extension Store {
 
     public func session(id: String, teamID: String?) async throws -> Session? {
         try await read { db in
-            try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM sessions WHERE id = ? AND (? IS NULL OR team_id = ?)"),
+            try Row.fetchOne(db.cachedStatement(sql: "SELECT \(Store.sessionColumns) FROM sessions WHERE id = ? AND (? IS NULL OR team_id = ?)"),
                              arguments: [id, teamID, teamID]).map(Store.session)
         }
     }
@@ -53,7 +58,7 @@ extension Store {
     /// Keyset pagination, newest first: cost independent of the page number.
     public func sessions(_ q: SessionQuery) async throws -> Page<Session> {
         try await read { db in
-            var sql = "SELECT * FROM sessions WHERE 1"
+            var sql = "SELECT \(Store.sessionColumns) FROM sessions WHERE 1"
             var args: [any DatabaseValueConvertible & Sendable] = []
             if let t = q.teamID {
                 sql += " AND team_id = ?"
@@ -224,6 +229,16 @@ extension Store {
         try await read { db in
             try Row.fetchAll(db, sql: "SELECT * FROM runs WHERE session_id = ? ORDER BY created_at", arguments: [sessionID])
                 .map(Store.run)
+        }
+    }
+
+    /// The newest runs of a team (all teams: nil), optionally in one state.
+    public func recentRuns(teamID: String?, state: String?, limit: Int) async throws -> [Run] {
+        try await read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT * FROM runs WHERE (? IS NULL OR team_id = ?) AND (? IS NULL OR state = ?)
+                ORDER BY created_at DESC LIMIT ?
+                """, arguments: [teamID, teamID, state, state, limit]).map(Store.run)
         }
     }
 
