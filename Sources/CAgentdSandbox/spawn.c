@@ -541,6 +541,32 @@ int agentd_userns_create(const char *uid_map, const char *gid_map)
     return fd;
 }
 
+/* Run fn(arg) in a CLONE_VM|CLONE_VFORK|CLONE_FILES child (plus `extra`
+ * flags) on its own stack and wait for it: the child shares memory and the
+ * fd table, so what it opens is ours.  Returns its wait status, or -1 with
+ * errno when it could not be started. */
+static int run_shared_child(unsigned long extra, int (*fn)(void *), void *arg)
+{
+    void *stack = stack_alloc();
+    if (!stack)
+        return -1;
+    struct clone_args args;
+    memset(&args, 0, sizeof args);
+    args.flags = CLONE_VM | CLONE_VFORK | CLONE_FILES | extra;
+    args.exit_signal = SIGCHLD;
+    long pid = clone_child(&args, stack, fn, arg);
+    if (pid < 0) {
+        munmap(stack, CHILD_STACK);
+        errno = (int)-pid;
+        return -1;
+    }
+    int status = 0;
+    while (waitpid((pid_t)pid, &status, __WALL) < 0 && errno == EINTR) {
+    }
+    munmap(stack, CHILD_STACK);
+    return status;
+}
+
 /* Network namespace holder (CLONE_FILES|CLONE_VFORK): brings lo up, opens its
  * namespace into the shared fd table and exits. */
 static int netns_holder(void *arg)
@@ -568,24 +594,10 @@ static int netns_holder(void *arg)
 
 int agentd_netns_create(void)
 {
-    void *stack = stack_alloc();
-    if (!stack)
-        return -1;
     struct holder_ctx h = {-1, -1, -1, -1};
-    struct clone_args args;
-    memset(&args, 0, sizeof args);
-    args.flags = CLONE_VM | CLONE_VFORK | CLONE_FILES | CLONE_NEWNET;
-    args.exit_signal = SIGCHLD;
-    long pid = clone_child(&args, stack, netns_holder, &h);
-    if (pid < 0) {
-        munmap(stack, CHILD_STACK);
-        errno = (int)-pid;
+    int status = run_shared_child(CLONE_NEWNET, netns_holder, &h);
+    if (status < 0)
         return -1;
-    }
-    int status = 0;
-    while (waitpid((pid_t)pid, &status, __WALL) < 0 && errno == EINTR) {
-    }
-    munmap(stack, CHILD_STACK);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || h.out_fd < 0) {
         if (h.out_fd >= 0)
             close(h.out_fd);
@@ -642,24 +654,9 @@ static int netns_listener(void *arg)
 
 int agentd_netns_listen(int pidfd, uint32_t addr_be, uint16_t port)
 {
-    void *stack = stack_alloc();
-    if (!stack)
-        return -1;
     struct listen_ctx c = {pidfd, addr_be, port, -1, 0};
-    struct clone_args args;
-    memset(&args, 0, sizeof args);
-    args.flags = CLONE_VM | CLONE_VFORK | CLONE_FILES;
-    args.exit_signal = SIGCHLD;
-    long pid = clone_child(&args, stack, netns_listener, &c);
-    if (pid < 0) {
-        munmap(stack, CHILD_STACK);
-        errno = (int)-pid;
+    if (run_shared_child(0, netns_listener, &c) < 0)
         return -1;
-    }
-    int status = 0;
-    while (waitpid((pid_t)pid, &status, __WALL) < 0 && errno == EINTR) {
-    }
-    munmap(stack, CHILD_STACK);
     if (c.out_fd < 0) {
         errno = c.err ? c.err : EIO;
         return -1;
