@@ -157,8 +157,8 @@ public actor LinuxSandboxBackend: SandboxBackend {
     let group: any EventLoopGroup
     let hostMemory: UInt64
     let hostCPUs: Int
-    /// flock(2) on STATE/.sandbox.lock: one backend per state directory.
-    private var lockFD: Int32
+    /// A record lock on STATE/.sandbox.lock: one backend per state directory.
+    private let stateLock: StateDirectoryLock
     private var netnsPool: [Int32] = []
     private var refilling = false
     private var userns: Int32 = -1
@@ -208,13 +208,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
             try Posix.makeDirectories(dir, mode: mode_t(mode))
             _ = chmod(dir, mode_t(mode))
         }
-        let lockPath = config.stateDirectory + "/.sandbox.lock"
-        lockFD = try Posix.open(lockPath, O_RDWR | O_CREAT, 0o600)
-        guard flock(lockFD, LOCK_EX | LOCK_NB) == 0 else {
-            Posix.close(lockFD)
-            throw SandboxError(.conflict, "another agentd is using the state directory \(config.stateDirectory)",
-                               field: "state_dir")
-        }
+        stateLock = try StateDirectoryLock(directory: config.stateDirectory)
         let probe = config.runDirectory + "/" + String(repeating: "x", count: 64) + ".sock"
         guard probe.utf8.count < 108 else {
             throw SandboxError(.invalidArgument,
@@ -233,8 +227,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
         idmappedImages = [:]
         Posix.close(userns)
         userns = -1
-        Posix.close(lockFD)
-        lockFD = -1
+        stateLock.release()
     }
 
     /// Stop every sandbox, remove the cgroup parent and release everything:
