@@ -142,6 +142,13 @@ public final class AuthService: Sendable {
         cache.withLock { c in c = c.filter { $0.value.keyID != keyID } }
     }
 
+    /// Whether the key behind an identity still works (long-lived streams
+    /// check this now and then, so that revoking a key ends them too).
+    public func stillValid(_ identity: Identity) async throws -> Bool {
+        if cache.withLock({ $0.values.contains { $0.keyID == identity.keyID } }) { return true }
+        return try await store.keyIsLive(id: identity.keyID)
+    }
+
     // MARK: teams
 
     public func createTeam(_ caller: Identity, name: String) async throws -> Team {

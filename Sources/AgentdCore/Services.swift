@@ -16,6 +16,7 @@ public final class Services: Sendable {
     public let backend: any SandboxBackend
     public let hub: EventHub
     public let auth: AuthService
+    public let signIns: SignInService
     public let agents: AgentService
     public let secrets: SecretService
     public let sessions: SessionService
@@ -34,6 +35,7 @@ public final class Services: Sendable {
         self.logger = logger
         hub = EventHub()
         auth = AuthService(store: store, logger: logger)
+        signIns = SignInService(store: store, auth: auth)
         agents = AgentService(store: store, config: config, images: { await backend.info().images })
         secrets = SecretService(store: store, box: secretBox)
         sessions = SessionService(store: store, backend: backend, secrets: secrets, hub: hub, config: config,

@@ -14,10 +14,13 @@ import Foundation
 public struct AgentdContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     public var identity: Identity?
+    /// Set when the caller is a dashboard browser (cookie, not bearer key).
+    public var signIn: SignIn?
 
     public init(source: Source) {
         coreContext = .init(source: source)
         identity = nil
+        signIn = nil
     }
 
     /// Bodies that are collected whole (JSON) are limited; file uploads stream.
@@ -209,11 +212,14 @@ struct ErrorMiddleware: RouterMiddleware {
     }
 }
 
-/// Bearer-key authentication on every route but the health checks.
+/// Authentication on every route but the health checks and the dashboard's
+/// assets and sign-in: a bearer key, or a dashboard sign-in cookie whose
+/// state-changing requests also carry its CSRF token.
 struct AuthMiddleware: RouterMiddleware {
     typealias Context = AgentdContext
     let auth: AuthService
-    static let open: Set<String> = ["/healthz", "/readyz"]
+    let signIns: SignInService
+    static let open: Set<String> = Set(["/healthz", "/readyz"]).union(Dashboard.openPaths)
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
         -> Response
@@ -221,15 +227,31 @@ struct AuthMiddleware: RouterMiddleware {
         if Self.open.contains(request.uri.path) {
             return try await next(request, context)
         }
-        guard let header = request.headers[.authorization], header.hasPrefix("Bearer ") else {
+        var context = context
+        if let header = request.headers[.authorization] {
+            guard header.hasPrefix("Bearer ") else { throw AgentdError.unauthorized }
+            let token = String(header.dropFirst("Bearer ".count)).trimmingSpaces
+            guard let identity = try await auth.authenticate(token) else { throw AgentdError.unauthorized }
+            // (Not added to the logger's metadata: that costs a tenth of a
+            // cheap request; errors are logged with the key from `identity`.)
+            context.identity = identity
+        } else if let token = Dashboard.cookieValue(request) {
+            guard let signIn = try await signIns.lookup(token: token) else {
+                throw AgentdError(status: 401, code: "unauthorized",
+                                  message: "the dashboard sign-in ended (signed out, expired, or its key was revoked)")
+            }
+            if request.method != .get && request.method != .head {
+                try Dashboard.requireSameOrigin(request)
+                guard let sent = request.headers[Dashboard.csrfHeader], sent.constantTimeEquals(signIn.csrf) else {
+                    throw AgentdError(status: 403, code: "csrf_failed",
+                                      message: "missing or wrong X-CSRF-Token for this dashboard sign-in")
+                }
+            }
+            context.identity = signIn.identity
+            context.signIn = signIn
+        } else {
             throw AgentdError.unauthorized
         }
-        let token = String(header.dropFirst("Bearer ".count)).trimmingSpaces
-        guard let identity = try await auth.authenticate(token) else { throw AgentdError.unauthorized }
-        var context = context
-        // (Not added to the logger's metadata: that costs a tenth of a cheap
-        // request; errors are logged with the key from `identity`.)
-        context.identity = identity
         return try await next(request, context)
     }
 }

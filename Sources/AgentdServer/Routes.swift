@@ -62,7 +62,8 @@ public struct API: Sendable {
     public func router(logger: Logger) -> Router<AgentdContext> {
         let router = Router(context: AgentdContext.self)
         router.add(middleware: ErrorMiddleware(logger: logger))
-        router.add(middleware: AuthMiddleware(auth: services.auth))
+        router.add(middleware: AuthMiddleware(auth: services.auth, signIns: services.signIns))
+        Dashboard.register(on: router, services: services)
         for e in API.endpoints {
             let path = RouterPath(e.path)
             let handler = e.handler

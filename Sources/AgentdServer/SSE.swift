@@ -91,6 +91,15 @@ enum SSE {
             for await item in items {
                 switch item {
                 case .ping:
+                    // A stream outlives the request's auth check: a revoked
+                    // key's streams end at the next keepalive.
+                    guard try await s.auth.stillValid(caller) else {
+                        try await writer.write(frame(event: "error", id: nil, data: [
+                            "code": .string("unauthorized"), "message": .string("the API key was revoked"),
+                        ]))
+                        try await writer.finish(nil)
+                        return
+                    }
                     try await writer.write(ByteBuffer(string: ": keepalive\n\n"))
                 case .message(.event(let e)):
                     if e.seq <= sent { continue }

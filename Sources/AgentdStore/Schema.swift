@@ -108,6 +108,21 @@ enum Schema {
                 CREATE INDEX audit_team ON audit(team_id, id);
                 """)
         }
+        m.registerMigration("v2 dashboard sign-ins") { db in
+            // One row per signed-in browser.  The cookie's value is never
+            // stored, only its SHA-256; the key it was made from is referenced
+            // so that revoking the key ends its sign-ins with it.
+            try db.execute(sql: """
+                CREATE TABLE ui_sessions (
+                    token_hash TEXT PRIMARY KEY,
+                    key_id TEXT NOT NULL REFERENCES api_keys(id) ON DELETE CASCADE,
+                    csrf TEXT NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    last_seen_at INTEGER NOT NULL
+                );
+                CREATE INDEX ui_sessions_key ON ui_sessions(key_id);
+                """)
+        }
         return m
     }
 

@@ -242,6 +242,12 @@ public final class Store: Sendable {
         }
     }
 
+    public func keyIsLive(id: String) async throws -> Bool {
+        try await read { db in
+            try Bool.fetchOne(db, sql: "SELECT revoked_at IS NULL FROM api_keys WHERE id = ?", arguments: [id]) ?? false
+        }
+    }
+
     public func keyCount() async throws -> Int {
         try await read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM api_keys") ?? 0 }
     }
@@ -253,7 +259,10 @@ public final class Store: Sendable {
                 UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? AND (? IS NULL OR team_id = ?)
                 """, arguments: [Store.now(), id, teamID, teamID])
             let changed = db.changesCount > 0
-            if changed { try Store.audit(db, audit) }
+            if changed {
+                try Store.audit(db, audit)
+                try db.execute(sql: "DELETE FROM ui_sessions WHERE key_id = ?", arguments: [id])
+            }
             return changed
         }
     }
