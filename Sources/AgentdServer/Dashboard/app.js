@@ -4,7 +4,7 @@
 // every state-changing request carries the CSRF token in X-CSRF-Token.
 "use strict";
 
-const state = { me: null, csrf: null, stream: null, timers: [] };
+const state = { me: null, csrf: null, stream: null, timers: [], flash: null };
 const $ = (sel, root = document) => root.querySelector(sel);
 const main = () => $("#main");
 
@@ -70,6 +70,11 @@ function notice(msg, kind = "error") {
   box.focus();
 }
 function clearNotice() { $("#notice").hidden = true; }
+// A notice that must outlive a change of page (shown once the next page is drawn).
+function go(hash, message, kind = "ok") {
+  state.flash = message ? { message, kind } : null;
+  if (location.hash === hash) route(); else location.hash = hash;
+}
 function formError(form, e) {
   form.querySelectorAll("[aria-invalid]").forEach(el => el.removeAttribute("aria-invalid"));
   const msg = form.querySelector(".form-error");
@@ -92,8 +97,7 @@ function signedOut(message) {
   state.me = null; state.csrf = null;
   stopStreams();
   renderNav();
-  location.hash = "#/login";
-  if (message) setTimeout(() => notice(message, "info"), 0);
+  go("#/login", message, "info");
 }
 function viewLogin() {
   setTitle("Sign in");
@@ -120,7 +124,10 @@ function viewLogin() {
 function renderNav() {
   const nav = $("#nav");
   if (!state.me) { nav.replaceChildren(); return; }
-  const links = [["#/", "Overview"], ["#/agents", "Agents"], ["#/sessions", "Sessions"], ["#/secrets", "Secrets"], ["#/keys", "API keys"]];
+  // The same roles as the API: secrets are listed by members, keys by owners.
+  const links = [["#/", "Overview"], ["#/agents", "Agents"], ["#/sessions", "Sessions"]];
+  if (can("member")) links.push(["#/secrets", "Secrets"]);
+  if (can("owner")) links.push(["#/keys", "API keys"]);
   if (state.me.role === "admin") links.push(["#/teams", "Teams"]);
   nav.replaceChildren(
     h("ul", {}, links.map(([href, label]) => h("li", {}, h("a", { href, "data-nav": href }, label)))),
@@ -145,6 +152,8 @@ const can = role => ({ viewer: 0, member: 1, owner: 2, admin: 3 })[state.me.role
 async function route() {
   stopStreams();
   clearNotice();
+  const flash = state.flash; state.flash = null;
+  if (flash) setTimeout(() => notice(flash.message, flash.kind), 0);
   if (!state.me) { if (!(await whoami())) return viewLogin(); renderNav(); }
   markNav();
   const parts = (location.hash || "#/").slice(2).split("/").map(decodeURIComponent);
@@ -200,7 +209,7 @@ async function viewAgents() {
   const list = await api("GET", "/v1/agents");
   main().replaceChildren(
     h("div", { class: "title-row" }, h("h1", {}, "Agents"),
-      can("member") ? h("a", { class: "button primary", href: "#/agents/new" }, "New agent") : null),
+      can("owner") ? h("a", { class: "button primary", href: "#/agents/new" }, "New agent") : null),
     list.data.length ? table(["Name", "Model", "Image", "Tools", ""], list.data.map(a => [
       h("a", { href: `#/agents/${a.id}` }, a.name), a.model, a.sandbox.image, a.tools.join(", "),
       h("a", { href: `#/sessions?agent=${a.id}` }, "sessions")])) : h("p", {}, "No agents yet."));
@@ -223,8 +232,7 @@ async function viewAgentForm(id) {
     if (f.get("max_steps")) body.limits = { max_steps: num("max_steps") };
     try {
       const saved = isNew ? await api("POST", "/v1/agents", body) : await api("PATCH", `/v1/agents/${id}`, body);
-      notice(`Agent ${saved.name} saved.`, "ok");
-      location.hash = `#/agents/${saved.id}`;
+      go(`#/agents/${saved.id}`, `Agent ${saved.name} saved.`);
     } catch (e) { formError(form, e); }
   } },
     field("Name", inp("name", a.name, "text", { required: true })),
@@ -239,10 +247,10 @@ async function viewAgentForm(id) {
     field("Max steps per run", inp("max_steps", a.limits && a.limits.max_steps, "number", { min: 1 })),
     h("p", { class: "form-error", role: "alert", hidden: true }),
     h("div", { class: "actions" },
-      can("member") ? h("button", { type: "submit", class: "primary" }, isNew ? "Create agent" : "Save") : null,
-      !isNew && can("member") ? h("button", { type: "button", class: "danger", onclick: async () => {
+      can("owner") ? h("button", { type: "submit", class: "primary" }, isNew ? "Create agent" : "Save") : null,
+      !isNew && can("owner") ? h("button", { type: "button", class: "danger", onclick: async () => {
         if (!confirm(`Delete agent ${a.name}?`)) return;
-        try { await api("DELETE", `/v1/agents/${id}`); location.hash = "#/agents"; } catch (e) { formError(form, e); }
+        try { await api("DELETE", `/v1/agents/${id}`); go("#/agents", `Agent ${a.name} deleted.`); } catch (e) { formError(form, e); }
       } }, "Delete") : null,
       !isNew ? h("a", { class: "button", href: `#/sessions?agent=${id}` }, "Sessions") : null));
   main().replaceChildren(h("h1", {}, isNew ? "New agent" : `Agent ${a.name}`), form);
