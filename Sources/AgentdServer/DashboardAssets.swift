@@ -590,6 +590,7 @@ h1 { font-size: 1.5rem; margin: .5rem 0 1rem; } h2 { font-size: 1.1rem; margin: 
 .field small { color: var(--muted); }
 input, select, textarea, button, .button { font: inherit; color: var(--fg); background: var(--card); border: 1px solid var(--line); border-radius: 6px; padding: .45rem .6rem; }
 textarea { width: 100%; resize: vertical; }
+input, select { max-width: 100%; min-width: 0; }
 input[aria-invalid="true"], select[aria-invalid="true"], textarea[aria-invalid="true"] { border-color: var(--bad); border-width: 2px; }
 button, .button { cursor: pointer; text-decoration: none; display: inline-block; }
 button.primary, .button.primary { background: var(--accent); color: var(--accent-fg); border-color: var(--accent); font-weight: 600; }
@@ -613,13 +614,14 @@ table { width: 100%; border-collapse: collapse; }
 th, td { text-align: left; padding: .5rem .7rem; border-bottom: 1px solid var(--line); vertical-align: top; }
 th { font-size: .85rem; color: var(--muted); }
 .filters, form.inline { display: flex; flex-wrap: wrap; gap: .75rem; align-items: flex-end; margin-bottom: 1rem; }
-.filters .field, form.inline .field { margin: 0; }
+.filters .field, form.inline .field { margin: 0; flex: 1 1 12rem; min-width: 0; }
 .pager { display: flex; gap: .5rem; }
 code, pre { font-family: ui-monospace, "DejaVu Sans Mono", Menlo, monospace; font-size: .88rem; }
 pre { background: var(--code); padding: .6rem; border-radius: 6px; overflow-x: auto; white-space: pre-wrap; max-height: 24rem; overflow-y: auto; }
 code.secret { display: block; padding: .5rem; background: var(--code); word-break: break-all; user-select: all; }
 .session-grid { display: grid; grid-template-columns: minmax(0, 3fr) minmax(0, 2fr); gap: 1rem; }
-@media (max-width: 860px) { .session-grid { grid-template-columns: 1fr; } }
+@media (max-width: 860px) { .session-grid { grid-template-columns: minmax(0, 1fr); } }
+@media (max-width: 480px) { main { padding: .6rem; } .card { padding: .75rem; } header.top { gap: .5rem; } }
 .transcript { list-style: none; padding: 0; margin: 0 0 1rem; display: flex; flex-direction: column; gap: .6rem; max-height: 60vh; overflow-y: auto; }
 .transcript li { padding: .5rem .7rem; border-radius: 8px; border: 1px solid var(--line); }
 .transcript .user { background: var(--code); }

@@ -19,11 +19,11 @@ import requests
 
 from conftest import LITELLM_KEY, REPO
 
-selenium = pytest.importorskip("selenium", reason="selenium is in Tests/e2e/requirements.txt")
-from selenium import webdriver  # noqa: E402
-from selenium.common.exceptions import TimeoutException  # noqa: E402
+from selenium import webdriver  # noqa: E402  (Tests/e2e/requirements.txt)
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
@@ -88,15 +88,28 @@ class Browser:
             els = self.driver.find_elements(By.CSS_SELECTOR, css)
             raise AssertionError(f"{text!r} never appeared in {css}: {[e.text for e in els]}")
 
+    def stable(self, action, tries=10):
+        """Run `action` again when the page redrew the element it used (the
+        sandbox and files panels refresh themselves)."""
+        for i in range(tries):
+            try:
+                return action()
+            except StaleElementReferenceException:
+                if i == tries - 1:
+                    raise
+                time.sleep(0.2)
+
     def field(self, label):
         """The form control labelled `label` (as a user would find it)."""
         lab = self.wait(EC.presence_of_element_located((By.XPATH, f"//label[normalize-space(.)='{label}']")))
         return self.driver.find_element(By.ID, lab.get_attribute("for"))
 
     def click(self, text, tag="button"):
-        el = self.wait(EC.element_to_be_clickable((By.XPATH, f"//{tag}[normalize-space(.)='{text}']")))
-        el.click()
-        return el
+        def press():
+            el = self.wait(EC.element_to_be_clickable((By.XPATH, f"//{tag}[normalize-space(.)='{text}']")))
+            el.click()
+            return el
+        return self.stable(press)
 
     def sign_in(self, key):
         self.open()
@@ -106,7 +119,30 @@ class Browser:
 
     def shot(self, name):
         os.makedirs(ARTIFACTS, exist_ok=True)
+        self.driver.execute_script("window.scrollTo(0, 0)")
         self.driver.save_screenshot(os.path.join(ARTIFACTS, name + ".png"))
+
+    def assert_accessible(self):
+        """Every visible form control has a label, every button and link a
+        name, and the page does not scroll sideways."""
+        problems = self.driver.execute_script("""
+            const out = [];
+            const visible = el => el.offsetParent !== null && el.type !== "hidden";
+            for (const el of document.querySelectorAll("input, select, textarea"))
+                if (visible(el) && !(el.labels && el.labels.length) && !el.getAttribute("aria-label"))
+                    out.push("unlabelled " + el.outerHTML.slice(0, 80));
+            for (const el of document.querySelectorAll("button, a[href]"))
+                if (visible(el) && !el.textContent.trim() && !el.getAttribute("aria-label"))
+                    out.push("nameless " + el.outerHTML.slice(0, 80));
+            if (document.documentElement.scrollWidth > window.innerWidth + 1) {
+                const wide = [...document.querySelectorAll("body *")]
+                    .filter(el => el.getBoundingClientRect().right > window.innerWidth + 1)
+                    .map(el => el.tagName.toLowerCase() + "." + el.className);
+                out.push("scrolls sideways: " + document.documentElement.scrollWidth + " > " + window.innerWidth
+                         + " (" + wide.slice(0, 8).join(", ") + ")");
+            }
+            return out;""")
+        assert not problems, f"{self.driver.current_url}: {problems}"
 
     def network_log(self):
         """URLs the pages asked for since the last call (from the DevTools log)."""
@@ -166,11 +202,19 @@ def test_dashboard_end_to_end(dash, browser):
     b.click("Sign in")
     b.text_in(".form-error", "not valid")
     b.shot("01-sign-in")
-    b.field("API key").clear()
-    b.sign_in(keys["owner"]["key"])
-    assert "alpha · owner" in b.find("#nav .who").text
+    b.assert_accessible()
+    # Keyboard only: the key field has focus; typing and Enter signs in.
+    # (WebDriver's clear() blurs the field, so focus is checked first.)
+    key_input = b.field("API key")
+    focused = b.driver.switch_to.active_element
+    assert focused.get_attribute("name") == "key", focused.get_attribute("outerHTML")
+    key_input.clear()
+    key_input.send_keys(keys["owner"]["key"] + Keys.ENTER)
+    assert "alpha · owner" in b.stable(lambda: b.find("#nav .who").text)
     b.text_in("main h1", "Overview")
     b.text_in("main", "cgroup driver")
+    b.text_in("main", "(reachable)")
+    b.assert_accessible()
     b.shot("02-overview")
 
     # Agents: the API's own validation message, then a real agent.
@@ -190,6 +234,7 @@ def test_dashboard_end_to_end(dash, browser):
     assert [a["name"] for a in agents] == ["writer"] and agents[0]["sandbox"]["memory_mb"] == 128
     b.open("#/agents")
     b.text_in("main table", "writer")
+    b.assert_accessible()
     b.shot("03-agents")
 
     # A session, from the sessions page.
@@ -212,14 +257,14 @@ def test_dashboard_end_to_end(dash, browser):
     b.text_in(".transcript .assistant", "word39", 60)
     assert not b.driver.find_element(By.CSS_SELECTOR, ".assistant.live").is_displayed()
     b.text_in("#run-state", "succeeded", 30)
-    b.wait(lambda d: not d.find_element(By.ID, "usage").text.startswith("0 tokens"), 20)
-    assert "$0.0" in b.find("#usage").text
+    b.wait(lambda d: not b.stable(lambda: d.find_element(By.ID, "usage").text).startswith("0 tokens"), 20)
+    assert "$0.0" in b.stable(lambda: b.find("#usage").text)
 
     # A command's output streams into the command box.
     b.field("Command (run by /bin/sh in /workspace)").send_keys("echo from-the-box; echo to-stderr >&2; exit 3")
     b.click("Run")
     b.text_in("#exec-output", "[exit 3]", 30)
-    out = b.find("#exec-output").text
+    out = b.stable(lambda: b.find("#exec-output").text)
     assert "from-the-box" in out and "to-stderr" in out
 
     # Upload a file, see it listed, download it back.
@@ -234,18 +279,42 @@ def test_dashboard_end_to_end(dash, browser):
         name = os.path.basename(src)
         f = api.req("GET", f"/v1/sessions/{sid}/files/content", params={"path": "/workspace/" + name})
         assert f.status_code == 200 and f.text == "uploaded through the dashboard\n"
-        link = b.wait(EC.element_to_be_clickable((By.LINK_TEXT, name)))
-        link.click()
+        b.stable(lambda: b.wait(EC.element_to_be_clickable((By.LINK_TEXT, name))).click())
         target = os.path.join(b.downloads, name)
         b.wait(lambda d: os.path.exists(target) and open(target).read() == "uploaded through the dashboard\n", 20)
     finally:
         os.unlink(src)
+    b.assert_accessible()
     b.shot("04-session")
+    # The same page on a phone: one column, nothing scrolls sideways.
+    b.driver.set_window_size(390, 844)
+    b.driver.refresh()
+    b.text_in("#sandbox-state", "running", 30)
+    b.text_in(".transcript .assistant", "word39", 30)
+    b.assert_accessible()
+    b.shot("04-session-phone")
+    b.driver.set_window_size(1280, 900)
 
     # Keys page: a key is shown once; secrets show names only.
     b.open("#/secrets")
     b.text_in("main h1", "Secrets")
+    b.field("Name").send_keys("GITHUB_TOKEN")
+    b.field("Value").send_keys("never-shown-again")
+    b.click("Set secret")
+    b.text_in("main table", "GITHUB_TOKEN")
+    assert "never-shown-again" not in b.driver.page_source
+    b.assert_accessible()
     b.shot("05-secrets")
+    b.open("#/keys")
+    b.field("Name").send_keys("ci-bot")
+    Select(b.field("Role")).select_by_value("member")
+    b.click("Create key")
+    created = b.stable(lambda: b.find("#created-key").text)
+    assert created.startswith("agentd_")
+    assert api.with_key(created).get("/v1/agents")["data"][0]["name"] == "writer"
+    b.driver.refresh()
+    b.text_in("main table", "ci-bot")
+    assert created not in b.driver.page_source, "a key is shown once, never again"
 
     b.assert_only_agentd()
     # And the console holds no script error or CSP violation (failed
@@ -280,7 +349,7 @@ def test_revoking_the_key_ends_the_dashboard_session(dash, browser):
 
 def test_team_b_sees_nothing_of_team_a(dash, browser):
     api = dash.api
-    _, a = team_with_keys(api, "team-a", roles=("owner",))
+    _, a = team_with_keys(api, "team-a", roles=("owner", "viewer"))
     _, bkeys = team_with_keys(api, "team-b", roles=("member",))
     owner_a = api.with_key(a["owner"]["key"])
     agent = owner_a.agent(name="secret-agent-of-a")
@@ -303,6 +372,18 @@ def test_team_b_sees_nothing_of_team_a(dash, browser):
     assert not b.driver.find_elements(By.LINK_TEXT, "Teams")
     b.shot("07-other-team")
     b.assert_only_agentd()
+
+    # A viewer of team A sees A's agent and session but cannot change them.
+    v = browser()
+    v.sign_in(a["viewer"]["key"])
+    v.open("#/agents")
+    v.text_in("main table", "secret-agent-of-a")
+    assert not v.driver.find_elements(By.LINK_TEXT, "New agent")
+    assert not v.driver.find_elements(By.LINK_TEXT, "Secrets") and not v.driver.find_elements(By.LINK_TEXT, "API keys")
+    v.open(f"#/sessions/{sid}")
+    v.text_in("#sandbox-state", "running", 60)
+    assert not v.driver.find_elements(By.XPATH, "//button[normalize-space(.)='Send']")
+    assert not v.driver.find_elements(By.XPATH, "//button[normalize-space(.)='Run']")
 
 
 def test_sign_in_cookie_and_csrf(dash):
