@@ -3,11 +3,21 @@ import SandboxKit
 import Glibc
 #endif
 
-/// Root filesystem images: directories under `<state>/images/<name>`, used
-/// read-only as the lower layer of every sandbox's overlay.  Built by
-/// `rootfs/build NAME`, or imported from a tarball (air-gapped hosts).
+/// Root filesystem images, used read-only as the lower layer of every
+/// sandbox's overlay.  Built by `rootfs/build NAME`, or imported from a
+/// tarball (air-gapped hosts).
+///
+/// An image is versioned: `<state>/images/<name>` is a symlink to
+/// `<state>/images/.versions/<name>@<time>`.  Replacing an image makes a new
+/// version and swaps the symlink; a sandbox keeps the version it was started
+/// on (the overlay's lower layer must not change under it) and gets the new
+/// one at its next start.  A version nothing runs on any more is removed by
+/// the backend (`collectGarbage`).  A plain directory under the name (images
+/// made before versioning, or by hand) works too, and is moved aside as a
+/// `@legacy-` version when replaced.
 struct ImageStore: Sendable {
     let directory: String
+    var versions: String { directory + "/.versions" }
 
     func path(for image: String) throws(SandboxError) -> String {
         let path: String
@@ -17,7 +27,7 @@ struct ImageStore: Sendable {
             guard ImageName.isValid(image) else {
                 throw SandboxError(.invalidArgument, "image name \"\(image)\" is not valid", field: "image")
             }
-            path = directory + "/" + image
+            path = Self.resolve(directory + "/" + image)
         }
         guard MountPlan.isSafeLayerPath(path) else {
             throw SandboxError(.invalidArgument, "image path \"\(path)\" contains , : or \\", field: "image")
@@ -50,6 +60,7 @@ struct ImageStore: Sendable {
         if Posix.exists(final) && !replace {
             throw SandboxError(.conflict, "image \"\(name)\" exists; pass --replace to overwrite it")
         }
+        try Posix.makeDirectories(versions)
         let staging = directory + "/." + name + ".importing"
         try Posix.removeTree(staging)
         try Posix.makeDirectory(staging)
@@ -58,13 +69,65 @@ struct ImageStore: Sendable {
             try? Posix.removeTree(staging)
             throw SandboxError(.invalidArgument, "tar could not unpack \(tarball) (exit \(status))", field: "file")
         }
-        let old = directory + "/." + name + ".old"
-        if Posix.exists(final) {
-            try Posix.removeTree(old)
-            try Posix.check(rename(final, old), "rename \(final)")
+        let version = name + "@" + Self.stamp()
+        try Posix.check(rename(staging, versions + "/" + version), "rename \(staging)")
+        try install(version, as: name)
+    }
+
+    /// Point `name` at `version` (a directory in `.versions`), atomically.
+    func install(_ version: String, as name: String) throws(SandboxError) {
+        let final = directory + "/" + name
+        if Posix.isDirectory(final) && !Posix.isSymlink(final) {
+            // An unversioned image: it becomes a version of its own, kept
+            // while sandboxes still run on it.
+            let legacy = versions + "/" + name + "@legacy-" + Self.stamp()
+            try Posix.check(rename(final, legacy), "rename \(final)")
         }
-        try Posix.check(rename(staging, final), "rename \(staging)")
-        try? Posix.removeTree(old)
+        let link = directory + "/." + name + ".link"
+        _ = unlink(link)
+        try Posix.check(symlink(".versions/" + version, link), "symlink \(link)")
+        try Posix.check(rename(link, final), "rename \(link)")
+    }
+
+    /// Remove every version that no image name points at and no running
+    /// sandbox uses.  `keepLegacy`: some running sandbox started before its
+    /// image version was recorded, so unversioned (`@legacy-`) ones stay.
+    /// Returns the paths removed.
+    @discardableResult
+    func collectGarbage(inUse: Set<String>, keepLegacy: Bool) -> [String] {
+        let current = Set(Posix.listDirectory(directory).filter { Posix.isSymlink(directory + "/" + $0) }
+            .map { Self.resolve(directory + "/" + $0) })
+        var removed: [String] = []
+        for v in Posix.listDirectory(versions) {
+            let path = Self.resolve(versions + "/" + v)
+            if current.contains(path) || inUse.contains(path) { continue }
+            if keepLegacy && v.contains("@legacy-") { continue }
+            if (try? Posix.removeTree(path)) != nil { removed.append(path) }
+        }
+        return removed
+    }
+
+    /// The real path behind a name (symlinks resolved), or the path itself.
+    static func resolve(_ path: String) -> String {
+        guard let real = realpath(path, nil) else { return path }
+        defer { free(real) }
+        return String(cString: real)
+    }
+
+    /// A sortable, unique-enough version stamp: UTC time to the nanosecond.
+    static func stamp() -> String {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        var t = tm()
+        var secs = ts.tv_sec
+        gmtime_r(&secs, &t)
+        func pad(_ v: Int32, _ n: Int) -> String {
+            let s = String(v)
+            return String(repeating: "0", count: max(0, n - s.count)) + s
+        }
+        let ns = String(ts.tv_nsec)
+        return pad(t.tm_year + 1900, 4) + pad(t.tm_mon + 1, 2) + pad(t.tm_mday, 2) + "T" + pad(t.tm_hour, 2)
+            + pad(t.tm_min, 2) + pad(t.tm_sec, 2) + "." + String(repeating: "0", count: 9 - ns.count) + ns
     }
 }
 

@@ -70,6 +70,9 @@ struct RuntimeRecord: Equatable {
     var startTime: UInt64
     var startedAt: Date
     var limits: ResourceLimits
+    /// The image version (real path) the sandbox's overlay was mounted on;
+    /// nil in records written before images were versioned.
+    var image: String?
 
     var line: String {
         func f<T>(_ v: T?) -> String { v.map { "\($0)" } ?? "-" }
@@ -77,21 +80,25 @@ struct RuntimeRecord: Equatable {
         return [
             "1", "\(pid)", "\(startTime)", "\(Int64(startedAt.timeIntervalSince1970 * 1000))", f(l.memoryBytes),
             f(l.swapBytes), f(l.pids), f(l.cpuMillis), f(l.ioWeight), f(l.openFiles), f(l.tmpBytes),
-        ].joined(separator: " ") + "\n"
+        ].joined(separator: " ") + (image.map { " " + $0 } ?? "") + "\n"
     }
 
-    init(pid: Int32, startTime: UInt64, startedAt: Date, limits: ResourceLimits) {
+    init(pid: Int32, startTime: UInt64, startedAt: Date, limits: ResourceLimits, image: String?) {
         self.pid = pid
         self.startTime = startTime
         self.startedAt = startedAt
         self.limits = limits
+        self.image = image
     }
 
     init?(line: String) {
         let f = line.trimmed.split(separator: " ").map(String.init)
-        guard f.count == 11, f[0] == "1", let pid = Int32(f[1]), let st = UInt64(f[2]), let ms = Int64(f[3]) else {
+        // Eleven fields, then (since images are versioned) the image path,
+        // which is the rest of the line.
+        guard f.count >= 11, f[0] == "1", let pid = Int32(f[1]), let st = UInt64(f[2]), let ms = Int64(f[3]) else {
             return nil
         }
+        image = f.count > 11 ? f[11...].joined(separator: " ") : nil
         self.pid = pid
         startTime = st
         startedAt = Date(timeIntervalSince1970: Double(ms) / 1000)
@@ -107,14 +114,17 @@ final class SandboxRuntime: Sendable {
     let channel: InitChannel
     let startedAt: Date
     let limits: ResourceLimits
+    /// The image version it runs on (nil: adopted from before versioning).
+    let image: String?
     private let exitWaiters = Mutex<(exited: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
 
-    init(pid: pid_t, pidfd: Int32, channel: InitChannel, startedAt: Date, limits: ResourceLimits) {
+    init(pid: pid_t, pidfd: Int32, channel: InitChannel, startedAt: Date, limits: ResourceLimits, image: String?) {
         self.pid = pid
         self.pidfd = pidfd
         self.channel = channel
         self.startedAt = startedAt
         self.limits = limits
+        self.image = image
     }
 
     deinit { Posix.close(pidfd) }
@@ -420,9 +430,9 @@ public actor LinuxSandboxBackend: SandboxBackend {
         Posix.close(netns)
 
         let runtime = SandboxRuntime(pid: spawned.pid, pidfd: spawned.pidfd, channel: InitChannel(fd: pair[0]),
-                                     startedAt: Date(), limits: limits)
+                                     startedAt: Date(), limits: limits, image: imagePath)
         let rec = RuntimeRecord(pid: spawned.pid, startTime: Self.startTime(of: spawned.pid) ?? 0,
-                                startedAt: runtime.startedAt, limits: limits)
+                                startedAt: runtime.startedAt, limits: limits, image: imagePath)
         // On the run directory (tmpfs): a reboot forgets it, as it should.  A
         // plain write: a torn record only means the sandbox is not re-adopted.
         if let fd = try? Posix.open(runtimeRecordPath(id), O_WRONLY | O_CREAT | O_TRUNC, 0o600) {
@@ -463,6 +473,19 @@ public actor LinuxSandboxBackend: SandboxBackend {
         _ = unlink(runtimeRecordPath(id))
         entries[id]?.runtime = nil
         entries[id]?.paused = false
+        collectImageGarbage()
+    }
+
+    /// Remove image versions that were replaced and that no running sandbox
+    /// uses any more (with the idmapped views made of them).
+    func collectImageGarbage() {
+        let running = entries.values.compactMap(\.runtime)
+        let inUse = Set(running.compactMap(\.image))
+        let removed = images.collectGarbage(inUse: inUse, keepLegacy: running.contains { $0.image == nil })
+        for path in removed {
+            logger.info("removed an image version no sandbox uses", metadata: ["path": "\(path)"])
+            if let fd = idmappedImages.removeValue(forKey: path) { Posix.close(fd) }
+        }
     }
 
     public func stop(_ id: SandboxID) async throws {
@@ -817,6 +840,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
                 entries[id] = entry
             }
         }
+        collectImageGarbage()
         // Leftovers: cgroups and sockets of sandboxes that are not running.
         for name in cgroups.existing() {
             guard let id = try? SandboxID(name), entries[id]?.runtime == nil else { continue }
@@ -846,7 +870,8 @@ public actor LinuxSandboxBackend: SandboxBackend {
             Posix.close(pidfd)
             return nil
         }
-        return SandboxRuntime(pid: rec.pid, pidfd: pidfd, channel: channel, startedAt: rec.startedAt, limits: rec.limits)
+        return SandboxRuntime(pid: rec.pid, pidfd: pidfd, channel: channel, startedAt: rec.startedAt, limits: rec.limits,
+                              image: rec.image)
     }
 }
 

@@ -112,6 +112,11 @@ enum Posix {
         access(path, F_OK) == 0
     }
 
+    static func isSymlink(_ path: String) -> Bool {
+        var st = stat()
+        return lstat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFLNK
+    }
+
     static func isDirectory(_ path: String) -> Bool {
         let mode = agentd_stat_mode(path)
         return mode >= 0 && (UInt32(mode) & S_IFMT) == S_IFDIR
