@@ -104,20 +104,37 @@ enum CgroupDriverChoice: String, Sendable {
 }
 
 enum CgroupDetection {
+    /// The parent used when none is configured ("auto") and agentd was not
+    /// given a delegated subtree: a cgroup of its own under the root.
+    static let defaultParent = "agentd"
+
     /// Pick the driver: cgroup v2 when its controllers are usable, else the
     /// v1 hierarchies of a hybrid host, else none (no limits, reported).
-    static func driver(choice: CgroupDriverChoice, parent: String) throws(SandboxError) -> any CgroupDriver {
+    /// `parent` "auto": on v2, the delegated subtree systemd gave this
+    /// process if it did (see `delegatedParent`), else `defaultParent`.
+    static func driver(choice: CgroupDriverChoice, parent: String,
+                       selfCgroup: String? = ownV2Path()) throws(SandboxError) -> any CgroupDriver {
         let mounts = CgroupMounts.read()
         func v2() throws(SandboxError) -> CgroupV2Driver? {
             guard let root = mounts.v2 else { return nil }
             let controllers = (try? Posix.readFile(root + "/cgroup.controllers")) ?? ""
             let set = Set(controllers.split(whereSeparator: { $0 == " " || $0 == "\n" }).map(String.init))
             guard set.contains("memory"), set.contains("pids") else { return nil }
-            return try CgroupV2Driver(mount: root, parent: parent, available: set)
+            var resolved = parent
+            var delegated = false
+            if parent == "auto" {
+                if let d = selfCgroup.flatMap(delegatedParent) {
+                    resolved = d
+                    delegated = true
+                } else {
+                    resolved = defaultParent
+                }
+            }
+            return try CgroupV2Driver(mount: root, parent: resolved, available: set, delegated: delegated)
         }
         func v1() throws(SandboxError) -> CgroupV1Driver? {
             guard mounts.v1["memory"] != nil, mounts.v1["pids"] != nil, mounts.v1["freezer"] != nil else { return nil }
-            return try CgroupV1Driver(mounts: mounts.v1, parent: parent)
+            return try CgroupV1Driver(mounts: mounts.v1, parent: parent == "auto" ? defaultParent : parent)
         }
         switch choice {
         case .v2:
@@ -137,6 +154,34 @@ enum CgroupDetection {
             if let d = try v1() { return d }
             return NoCgroupDriver()
         }
+    }
+
+    /// This process's cgroup v2 path ("/system.slice/agentd.service/daemon"),
+    /// from the "0::" line of /proc/self/cgroup.
+    static func ownV2Path() -> String? {
+        guard let text = try? Posix.readFile("/proc/self/cgroup") else { return nil }
+        for line in text.split(separator: "\n") where line.hasPrefix("0::") {
+            return String(line.dropFirst(3))
+        }
+        return nil
+    }
+
+    /// The subtree to put sandboxes in when systemd delegated one to us.
+    ///
+    /// With `Delegate=yes` and `DelegateSubgroup=daemon` (systemd 254+),
+    /// systemd starts agentd in `<unit>/daemon`; the unit's cgroup is then
+    /// ours to divide, and sandboxes go to `<unit>/sandboxes`, beside the
+    /// daemon (cgroup v2 allows processes only in leaves once controllers are
+    /// enabled for children).  A process sitting in the unit's cgroup itself
+    /// (older systemd, or no DelegateSubgroup) must not turn that cgroup into
+    /// an inner node: systemd could not place the next start's process in it.
+    /// Then nil, and sandboxes go under `defaultParent`.
+    static func delegatedParent(_ ownPath: String) -> String? {
+        let parts = ownPath.split(separator: "/")
+        guard parts.count >= 2, parts.last == "daemon" else { return nil }
+        let unit = parts[parts.count - 2]
+        guard unit.hasSuffix(".service") || unit.hasSuffix(".scope") else { return nil }
+        return parts.dropLast().joined(separator: "/") + "/sandboxes"
     }
 
     /// Validate a parent name: relative, no "..", no empty components.
@@ -189,7 +234,7 @@ final class CgroupV2Driver: CgroupDriver {
     private let hasIO: Bool
     private let hasCPU: Bool
 
-    init(mount: String, parent: String, available: Set<String>) throws(SandboxError) {
+    init(mount: String, parent: String, available: Set<String>, delegated: Bool = false) throws(SandboxError) {
         guard CgroupDetection.validParent(parent) else {
             throw SandboxError(.invalidArgument, "cgroup parent \"\(parent)\" must be a relative path", field: "cgroup.parent")
         }
@@ -217,7 +262,8 @@ final class CgroupV2Driver: CgroupDriver {
         try enable(root)
         hasIO = available.contains("io")
         hasCPU = available.contains("cpu")
-        var notes: [String] = []
+        var notes: [String] = [delegated ? "sandboxes in the cgroup subtree systemd delegated: /\(parent)"
+                                         : "sandboxes in the cgroup /\(parent)"]
         if !hasIO { notes.append("io controller not available: io weight is not enforced") }
         if !hasCPU { notes.append("cpu controller not available: cpu limits are not enforced") }
         self.notes = notes

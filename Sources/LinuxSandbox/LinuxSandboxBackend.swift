@@ -38,7 +38,7 @@ public struct LinuxSandboxConfig: Sendable {
     public var adoptRunning: Bool
 
     public init(stateDirectory: String, runDirectory: String? = nil, cgroupDriver: String = "auto",
-                cgroupParent: String = "agentd", initBinary: String? = nil,
+                cgroupParent: String = "auto", initBinary: String? = nil,
                 defaultLimits: ResourceLimits = .defaults, userNamespaceBase: UInt32 = 100_000,
                 userNamespaceSize: UInt32 = 65_536, networkNamespacePool: Int = 4, adoptRunning: Bool = true) {
         self.stateDirectory = stateDirectory

@@ -15,7 +15,7 @@ import Glibc
 struct DaemonConfig: Codable, Equatable {
     struct Sandbox: Codable, Equatable {
         var cgroupDriver: String = "auto"
-        var cgroupParent: String = "agentd"
+        var cgroupParent: String = "auto"
         var defaultImage: String = "default"
         var memoryMB: Int = 512
         var cpus: Double = 1
