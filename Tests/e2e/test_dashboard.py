@@ -433,3 +433,33 @@ def test_sign_in_cookie_and_csrf(dash):
     # The database holds the cookie's hash, never the value.
     db = open(os.path.join(dash.state, "agentd.db"), "rb").read()
     assert value.encode() not in db
+
+
+def test_sessions_page_is_paged_filtered_and_searched_on_the_server(dash, browser):
+    api = dash.api
+    _, keys = team_with_keys(api, "many", roles=("owner",))
+    owner = api.with_key(keys["owner"]["key"])
+    a1 = owner.agent(name="first-agent")
+    a2 = owner.agent(name="second-agent")
+    for i in range(30):
+        owner.session(a1["id"], title=f"routine-{i:02d}")
+    owner.session(a2["id"], title="the needle")
+    b = browser()
+    b.sign_in(keys["owner"]["key"])
+    b.open("#/sessions")
+    rows = lambda: b.driver.find_elements(By.CSS_SELECTOR, "main table tbody tr")  # noqa: E731
+    b.wait(lambda d: len(rows()) == 25)
+    b.stable(lambda: b.wait(EC.element_to_be_clickable((By.LINK_TEXT, "Next page"))).click())
+    b.wait(lambda d: len(rows()) == 6)
+    # Search by title.
+    b.field("Title contains").send_keys("needle")
+    b.click("Filter")
+    b.wait(lambda d: len(rows()) == 1)
+    b.text_in("main table", "the needle")
+    # Filter by agent.
+    b.open("#/sessions")
+    Select(b.find("form.filters select[name=agent]")).select_by_visible_text("second-agent")
+    b.click("Filter")
+    b.wait(lambda d: len(rows()) == 1 and "second-agent" in rows()[0].text)
+    b.shot("08-sessions")
+    b.assert_accessible()

@@ -156,7 +156,8 @@ async function route() {
   if (flash) setTimeout(() => notice(flash.message, flash.kind), 0);
   if (!state.me) { if (!(await whoami())) return viewLogin(); renderNav(); }
   markNav();
-  const parts = (location.hash || "#/").slice(2).split("/").map(decodeURIComponent);
+  // "#/sessions/ID" or "#/sessions?agent=..": the query is read by the view.
+  const parts = (location.hash || "#/").slice(2).split("?")[0].split("/").map(decodeURIComponent);
   try {
     switch (parts[0]) {
       case "": return await viewOverview();
