@@ -52,11 +52,17 @@ async function api(method, path, body, opts = {}) {
   let payload;
   if (body instanceof Blob || body instanceof ArrayBuffer) payload = body;
   else if (body !== undefined) { headers["Content-Type"] = "application/json"; payload = JSON.stringify(body); }
-  const r = await fetch(path, { method, headers, body: payload, credentials: "same-origin" });
+  let r;
+  try {
+    r = await fetch(path, { method, headers, body: payload, credentials: "same-origin" });
+  } catch (e) {
+    throw new ApiError(0, { error: { message: `agentd did not answer (${e.message}); is it running and reachable?` } });
+  }
   if (r.status === 401 && !opts.noRedirect) { signedOut("Your session ended (signed out, or the key was revoked)."); throw new ApiError(401, null); }
   if (opts.raw) { if (!r.ok) throw new ApiError(r.status, await r.json().catch(() => null)); return r; }
   const text = await r.text();
-  const data = text ? JSON.parse(text) : null;
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch { throw new ApiError(r.status, { error: { message: `unexpected answer from agentd (HTTP ${r.status})` } }); }
   if (!r.ok) throw new ApiError(r.status, data);
   return data;
 }
