@@ -141,6 +141,7 @@ let package = Package(
         .testTarget(name: "AgentdModelTests", dependencies: ["AgentdModel"]),
         .testTarget(name: "AgentdStoreTests", dependencies: ["AgentdStore", "AgentdModel"]),
         .testTarget(name: "AgentdWorkerTests", dependencies: ["AgentdWorker", "AgentdModel"]),
+        .testTarget(name: "AgentdCoreTests", dependencies: ["AgentdCore", "AgentdStore", "AgentdModel"]),
         .testTarget(
             name: "LinuxSandboxTests",
             dependencies: ["SandboxKit", "LinuxSandbox", "CAgentdSandbox"]

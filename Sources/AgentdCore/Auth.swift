@@ -58,12 +58,22 @@ public final class AuthService: Sendable {
         self.logger = logger
     }
 
+    /// Hex SHA-256 of a key (every request computes one: no per-byte strings).
     public static func hash(_ key: String) -> String {
-        SHA256.hash(data: Array(key.utf8)).map { b in
-            let hex = Array("0123456789abcdef".utf8)
-            return String(decoding: [hex[Int(b >> 4)], hex[Int(b & 15)]], as: UTF8.self)
-        }.joined()
+        var key = key
+        let digest = key.withUTF8 { SHA256.hash(data: UnsafeRawBufferPointer($0)) }
+        return String(unsafeUninitializedCapacity: 64) { out in
+            var i = 0
+            for b in digest {
+                out[i] = hexDigits[Int(b >> 4)]
+                out[i + 1] = hexDigits[Int(b & 15)]
+                i += 2
+            }
+            return 64
+        }
     }
+
+    private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
 
     static func newKey() -> String {
         var rng = SystemRandomNumberGenerator()

@@ -1,0 +1,59 @@
+import AgentdModel
+import AgentdStore
+import Foundation
+import Logging
+import Testing
+@testable import AgentdCore
+
+@Suite struct SignInTests {
+    @Test func keyHashesAreHexSHA256() {
+        #expect(AuthService.hash("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        #expect(AuthService.hash("").count == 64)
+    }
+
+    @Test func csrfComparisonIsExact() {
+        #expect("abc".constantTimeEquals("abc"))
+        #expect(!"abc".constantTimeEquals("abd"))
+        #expect(!"abc".constantTimeEquals("abcd"))
+        #expect(!"".constantTimeEquals("a"))
+    }
+
+    /// Sign in, look up, sign out, and revocation: against a real store.
+    @Test func signInsFollowTheirKey() async throws {
+        let path = "/tmp/agentd-core-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sqlite"
+        defer { for s in ["", "-wal", "-shm"] { unlink(path + s) } }
+        var logger = Logger(label: "test")
+        logger.logLevel = .error
+        let store = try Store(path: path, logger: logger)
+        let auth = AuthService(store: store, logger: logger)
+        let keyFile = path + ".admin.key"
+        defer { unlink(keyFile) }
+        try await auth.bootstrap(adminKeyPath: keyFile)
+        let admin = try String(contentsOfFile: keyFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let signIns = SignInService(store: store, auth: auth)
+
+        await #expect(throws: AgentdError.self) { _ = try await signIns.signIn(key: "agentd_wrong") }
+        await #expect(throws: AgentdError.self) { _ = try await signIns.signIn(key: "not-even-a-key") }
+
+        let (token, first) = try await signIns.signIn(key: admin)
+        #expect(first.identity.role == .admin && first.csrf.count == 43 && token.count == 43)
+        #expect(try await signIns.lookup(token: token) == first)
+        #expect(try await signIns.lookup(token: String(token.dropLast()) + "x") == nil)
+        #expect(try await signIns.lookup(token: "short") == nil)
+        // Another service over the same database (a restarted agentd) knows it.
+        #expect(try await SignInService(store: store, auth: auth).lookup(token: token) == first)
+
+        try await signIns.signOut(token: token)
+        #expect(try await signIns.lookup(token: token) == nil)
+
+        // Revoking the key ends its sign-ins at once, cached or not.
+        let (second, _) = try await signIns.signIn(key: admin)
+        let member = try await auth.createKey(first.identity, name: "m", teamID: nil, role: .member)
+        let (memberToken, memberSignIn) = try await signIns.signIn(key: member.key ?? "")
+        #expect(try await signIns.lookup(token: memberToken) == memberSignIn)
+        try await auth.revoke(first.identity, keyID: memberSignIn.identity.keyID)
+        #expect(try await signIns.lookup(token: memberToken) == nil)
+        #expect(try await SignInService(store: store, auth: auth).lookup(token: memberToken) == nil)
+        #expect(try await signIns.lookup(token: second) != nil, "other keys' sign-ins are unaffected")
+    }
+}
