@@ -111,8 +111,14 @@ let package = Package(
                 .product(name: "TOMLKit", package: "TOMLKit"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                "CRuntimeHook",
             ]
         ),
+        // One C function: the address of the Swift runtime's global-enqueue
+        // hook, which dlsym cannot find in a static build (see its header).
+        .target(name: "CRuntimeHook"),
         .executableTarget(
             name: "agentctl",
             dependencies: [

@@ -89,22 +89,26 @@ struct ImageStore: Sendable {
         try Posix.check(rename(link, final), "rename \(link)")
     }
 
-    /// Remove every version that no image name points at and no running
-    /// sandbox uses.  `keepLegacy`: some running sandbox started before its
-    /// image version was recorded, so unversioned (`@legacy-`) ones stay.
-    /// Returns the paths removed.
-    @discardableResult
-    func collectGarbage(inUse: Set<String>, keepLegacy: Bool) -> [String] {
+    /// Every version that no image name points at and no running sandbox
+    /// uses: the ones to delete.  `keepLegacy`: some running sandbox started
+    /// before its image version was recorded, so unversioned (`@legacy-`)
+    /// ones stay.
+    /// `leftovers`: also versions a previous process began to delete.
+    func staleVersions(inUse: Set<String>, keepLegacy: Bool, leftovers: Bool = false) -> [String] {
         let current = Set(Posix.listDirectory(directory).filter { Posix.isSymlink(directory + "/" + $0) }
             .map { Self.resolve(directory + "/" + $0) })
-        var removed: [String] = []
+        var stale: [String] = []
         for v in Posix.listDirectory(versions) {
             let path = Self.resolve(versions + "/" + v)
+            if v.hasSuffix(".removing") {
+                if leftovers { stale.append(path) }
+                continue
+            }
             if current.contains(path) || inUse.contains(path) { continue }
             if keepLegacy && v.contains("@legacy-") { continue }
-            if (try? Posix.removeTree(path)) != nil { removed.append(path) }
+            stale.append(path)
         }
-        return removed
+        return stale
     }
 
     /// The real path behind a name (symlinks resolved), or the path itself.

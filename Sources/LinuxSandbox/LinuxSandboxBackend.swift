@@ -478,13 +478,36 @@ public actor LinuxSandboxBackend: SandboxBackend {
 
     /// Remove image versions that were replaced and that no running sandbox
     /// uses any more (with the idmapped views made of them).
-    func collectImageGarbage() {
+    func collectImageGarbage(leftovers: Bool = false) {
         let running = entries.values.compactMap(\.runtime)
         let inUse = Set(running.compactMap(\.image))
-        let removed = images.collectGarbage(inUse: inUse, keepLegacy: running.contains { $0.image == nil })
-        for path in removed {
-            logger.info("removed an image version no sandbox uses", metadata: ["path": "\(path)"])
+        let stale = images.staleVersions(inUse: inUse, keepLegacy: running.contains { $0.image == nil },
+                                         leftovers: leftovers)
+        guard !stale.isEmpty else { return }
+        var doomed: [String] = []
+        for path in stale {
             if let fd = idmappedImages.removeValue(forKey: path) { Posix.close(fd) }
+            // Renamed at once (so no later collection picks it again), then
+            // deleted off the actor (an image is thousands of files).
+            if path.hasSuffix(".removing") {
+                doomed.append(path)
+            } else if rename(path, path + ".removing") == 0 {
+                doomed.append(path + ".removing")
+            }
+        }
+        // Nothing can start on a stale version meanwhile: starts resolve an
+        // image's name to its current version, and versions are never reused.
+        let logger = self.logger
+        Task {
+            for path in doomed {
+                do {
+                    try await NIOThreadPool.singleton.runIfActive { try Posix.removeTree(path) }
+                    logger.info("removed an image version no sandbox uses", metadata: ["path": "\(path)"])
+                } catch {
+                    logger.warning("could not remove an unused image version",
+                                   metadata: ["path": "\(path)", "error": "\(error)"])
+                }
+            }
         }
     }
 
@@ -527,14 +550,15 @@ public actor LinuxSandboxBackend: SandboxBackend {
     }
 
     public func destroy(_ id: SandboxID) async throws {
-        guard entries[id] != nil else {
-            // Files of a sandbox we never loaded (a half-created one) go too.
-            try Posix.removeTree(layout(id).directory)
-            return
+        if entries[id] != nil {
+            try await stop(id)
+            // Forgotten first: nothing can start it while its files go.
+            entries[id] = nil
         }
-        try await stop(id)
-        try Posix.removeTree(layout(id).directory)
-        entries[id] = nil
+        // (Files of a sandbox we never loaded, a half-created one, go too.)
+        // Off the actor's thread: a big upper layer takes a while to delete.
+        let directory = layout(id).directory
+        try await NIOThreadPool.singleton.runIfActive { try Posix.removeTree(directory) }
     }
 
     public func status(_ id: SandboxID) async throws -> SandboxStatus {
@@ -840,7 +864,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
                 entries[id] = entry
             }
         }
-        collectImageGarbage()
+        collectImageGarbage(leftovers: true)
         // Leftovers: cgroups and sockets of sandboxes that are not running.
         for name in cgroups.existing() {
             guard let id = try? SandboxID(name), entries[id]?.runtime == nil else { continue }

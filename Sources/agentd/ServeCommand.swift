@@ -63,6 +63,9 @@ struct Serve: AsyncParsableCommand {
             return h
         }
         let logger = Logger(label: "agentd")
+        if !ConcurrencyExecutor.onEventLoops {
+            logger.warning("Swift concurrency could not be moved onto the event loops; requests will be slower")
+        }
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
 

@@ -40,7 +40,13 @@ struct ImageVersionTests {
                                        cgroupParent: "agentd-test-img-\(getpid())", networkNamespacePool: 0),
             logger: logger)
         let images = state + "/images"
-        let versions = { Posix.listDirectory(images + "/.versions").sorted() }
+        // Versions, not counting ones being deleted (in the background).
+        let versions = { Posix.listDirectory(images + "/.versions").filter { !$0.hasSuffix(".removing") }.sorted() }
+        func settled() async throws {
+            for _ in 0..<100 where Posix.listDirectory(images + "/.versions").contains(where: { $0.hasSuffix(".removing") }) {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        }
 
         try LinuxImages.importTarball(one, as: "vimg", stateDirectory: state, replace: false)
         #expect(Posix.isSymlink(images + "/vimg"))
@@ -96,5 +102,7 @@ struct ImageVersionTests {
         try await again.destroy(id)
         #expect(versions().count == 1)
         await again.close()
+        try await settled()
+        #expect(Posix.listDirectory(images + "/.versions").count == 1, "stale versions are deleted")
     }
 }

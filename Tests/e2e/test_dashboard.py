@@ -248,9 +248,9 @@ def test_dashboard_end_to_end(dash, browser):
 
     # Talk to the agent: the answer streams in word by word (deltas shown
     # live), then the complete message lands in the transcript.
-    b.field("Message").send_keys("slowstream please")
+    b.field("Message").send_keys("slowstream, from the dashboard")
     b.click("Send")
-    b.text_in(".transcript .user", "slowstream please")
+    b.text_in(".transcript .user", "slowstream, from the dashboard")
     live = b.wait(EC.visibility_of_element_located((By.CSS_SELECTOR, ".assistant.live")), 30)
     partial = live.text
     assert partial.startswith("word0") and "word39" not in partial, partial
