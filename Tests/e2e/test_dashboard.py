@@ -463,3 +463,41 @@ def test_sessions_page_is_paged_filtered_and_searched_on_the_server(dash, browse
     b.wait(lambda d: len(rows()) == 1 and "second-agent" in rows()[0].text)
     b.shot("08-sessions")
     b.assert_accessible()
+
+
+def test_agents_are_edited_and_deleted_with_the_apis_rules(dash, browser):
+    api = dash.api
+    _, keys = team_with_keys(api, "editors", roles=("owner",))
+    owner = api.with_key(keys["owner"]["key"])
+    busy = owner.agent(name="busy", system_prompt="old prompt")
+    owner.session(busy["id"], title="keeps it busy")
+    idle = owner.agent(name="idle")
+    b = browser()
+    b.sign_in(keys["owner"]["key"])
+
+    # Edit: the form holds the agent; saving changes it.
+    b.open(f"#/agents/{busy['id']}")
+    prompt = b.field("System prompt")
+    assert prompt.get_attribute("value") == "old prompt"
+    prompt.clear()
+    prompt.send_keys("new prompt")
+    b.click("Save")
+    b.text_in("#notice", "Agent busy saved.")
+    assert owner.get(f"/v1/agents/{busy['id']}")["system_prompt"] == "new prompt"
+
+    # Delete: refused with the API's message while the agent has sessions.
+    b.click("Delete")
+    b.wait(EC.alert_is_present()).accept()
+    b.text_in(".form-error", "session")
+    assert owner.req("GET", f"/v1/agents/{busy['id']}").status_code == 200
+
+    # An agent without sessions goes.
+    b.open(f"#/agents/{idle['id']}")
+    b.text_in("main h1", "Agent idle")
+    b.click("Delete")
+    b.wait(EC.alert_is_present()).accept()
+    b.text_in("#notice", "Agent idle deleted.")
+    assert owner.req("GET", f"/v1/agents/{idle['id']}").status_code == 404
+    b.text_in("main table", "busy")
+    assert "idle" not in b.find("main table").text
+    b.assert_only_agentd()
