@@ -74,9 +74,9 @@ enum Dashboard {
             response.headers[.cacheControl] = "no-store"
             return response
         }
-        router.post("/ui/logout") { request, context -> Response in
+        // Reached only with a live sign-in and its CSRF token (auth middleware).
+        router.post("/ui/logout") { request, _ -> Response in
             if let token = cookieValue(request) { try await services.signIns.signOut(token: token) }
-            _ = context
             return Response(status: .noContent,
                             headers: [.setCookie: cookie("", maxAge: 0, request: request), .cacheControl: "no-store"])
         }
