@@ -258,6 +258,16 @@ def test_dashboard_end_to_end(dash, browser):
     assert not b.driver.find_element(By.CSS_SELECTOR, ".assistant.live").is_displayed()
     b.text_in("#run-state", "succeeded", 30)
     b.wait(lambda d: not b.stable(lambda: d.find_element(By.ID, "usage").text).startswith("0 tokens"), 20)
+
+    # A run with tool calls: each call folds open to its result.
+    b.field("Message").send_keys("build, from the dashboard")
+    b.click("Send")
+    b.text_in(".transcript", "All done.", 60)
+    tools = b.driver.find_elements(By.CSS_SELECTOR, ".transcript .tool details")
+    assert [t.find_element(By.TAG_NAME, "summary").text.split()[1] for t in tools] == ["exec", "write_file"]
+    assert not tools[0].get_attribute("open"), "tool calls start folded"
+    tools[0].find_element(By.TAG_NAME, "summary").click()
+    assert "hello from exec" in tools[0].find_element(By.CSS_SELECTOR, "pre").text
     assert "$0.0" in b.stable(lambda: b.find("#usage").text)
 
     # A command's output streams into the command box.
