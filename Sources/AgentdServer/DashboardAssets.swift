@@ -380,8 +380,10 @@ async function viewSession(id) {
           h("pre", { class: "out" }, "running…"))); break;
       case "tool_result": {
         const call = transcript.querySelector(`[data-call="${CSS.escape(d.id || "")}"] pre`);
-        const text = (d.exit_code !== undefined ? `exit ${d.exit_code}\n` : "") + (d.output || "");
-        if (call) { call.textContent = text; if (d.error) call.classList.add("bad"); return; }
+        // (The output already ends with the exit code, as the model saw it.)
+        const text = d.output || "";
+        const bad = d.error || (d.exit_code !== undefined && d.exit_code !== 0);
+        if (call) { call.textContent = text; if (bad) call.classList.add("bad"); return; }
         item = h("li", { class: "tool" }, h("details", {}, h("summary", {}, "↳ result"), h("pre", {}, text))); break;
       }
       case "run_status":
