@@ -587,6 +587,12 @@ public struct ExecInput: Codable, Sendable, Equatable {
 /// built directly.  `AgentdModelTests` checks it equals the Codable form.
 public protocol FastJSON {
     var jsonValue: JSONValue { get }
+    /// `jsonValue.compactString`, or the same bytes written more directly.
+    var compactJSON: String { get }
+}
+
+extension FastJSON {
+    public var compactJSON: String { jsonValue.compactString }
 }
 
 extension Usage: FastJSON {
@@ -606,5 +612,47 @@ extension Session: FastJSON {
         ]
         if let activeRunID { o["active_run_id"] = .string(activeRunID) }
         return .object(o)
+    }
+
+    /// The bytes of `jsonValue.compactString` (keys sorted), written without
+    /// building the dictionary first: this is the API's hottest response.
+    public var compactJSON: String {
+        var out: [UInt8] = []
+        out.reserveCapacity(320)
+        func field(_ name: StaticString, first: Bool = false) {
+            if !first { out.append(UInt8(ascii: ",")) }
+            out.append(UInt8(ascii: "\""))
+            out.append(contentsOf: UnsafeBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount))
+            out.append(contentsOf: [UInt8(ascii: "\""), UInt8(ascii: ":")])
+        }
+        out.append(UInt8(ascii: "{"))
+        if let activeRunID {
+            field("active_run_id", first: true)
+            JSONValue.writeString(activeRunID, to: &out)
+            field("agent_id")
+        } else {
+            field("agent_id", first: true)
+        }
+        JSONValue.writeString(agentID, to: &out)
+        field("created_at")
+        JSONValue.writeString(Timestamp.format(createdAt), to: &out)
+        field("id")
+        JSONValue.writeString(id, to: &out)
+        field("last_seq")
+        JSONValue.number(Double(lastSeq)).write(to: &out)
+        field("sandbox_state")
+        JSONValue.writeString(sandboxState, to: &out)
+        field("status")
+        JSONValue.writeString(status, to: &out)
+        field("team_id")
+        JSONValue.writeString(teamID, to: &out)
+        field("title")
+        JSONValue.writeString(title, to: &out)
+        field("updated_at")
+        JSONValue.writeString(Timestamp.format(updatedAt), to: &out)
+        field("usage")
+        usage.jsonValue.write(to: &out)
+        out.append(UInt8(ascii: "}"))
+        return String(decoding: out, as: UTF8.self)
     }
 }

@@ -39,14 +39,12 @@ enum HTTP {
     /// Types with a hand-written JSON form, chosen at compile time (no
     /// dynamic cast on the hot GETs).
     static func json<T: Encodable & FastJSON>(_ value: T, status: HTTPResponse.Status = .ok) throws -> Response {
-        Response(status: status, headers: jsonHeaders,
-                 body: .init(byteBuffer: ByteBuffer(string: value.jsonValue.compactString)))
+        Response(status: status, headers: jsonHeaders, body: .init(byteBuffer: ByteBuffer(string: value.compactJSON)))
     }
 
     static func json<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) throws -> Response {
         if let fast = value as? any FastJSON {
-            return Response(status: status, headers: jsonHeaders,
-                            body: .init(byteBuffer: ByteBuffer(string: fast.jsonValue.compactString)))
+            return Response(status: status, headers: jsonHeaders, body: .init(byteBuffer: ByteBuffer(string: fast.compactJSON)))
         }
         let bytes = try AgentdJSON.encoder.encode(value)
         return Response(status: status, headers: jsonHeaders, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))

@@ -57,6 +57,22 @@ import Foundation
                             createdAt: Date(timeIntervalSince1970: 1_795_618_442.566),
                             updatedAt: Date(timeIntervalSince1970: 1_795_618_443))
             #expect(s.jsonValue == (try JSONValue.from(s)))
+            // The direct writer makes exactly the bytes of the generic one.
+            #expect(s.compactJSON == s.jsonValue.compactString)
+        }
+        var odd = Session(id: "ses_a", teamID: "team_b", agentID: "agt_c", title: "tab\there\nnl \u{1} \\ end",
+                          status: "running", sandboxState: "paused", lastSeq: 0, activeRunID: nil,
+                          usage: Usage(promptTokens: 0, completionTokens: 0, costUSD: 1e-7),
+                          createdAt: Date(timeIntervalSince1970: 0), updatedAt: Date(timeIntervalSince1970: 1.001))
+        #expect(odd.compactJSON == odd.jsonValue.compactString)
+        odd.title = ""
+        #expect(odd.compactJSON == odd.jsonValue.compactString)
+        #expect((try AgentdJSON.decoder.decode(JSONValue.self, from: Data(odd.compactJSON.utf8))) == odd.jsonValue)
+    }
+
+    @Test func stringsNeedingNoEscapeAreCopiedAsIs() {
+        for s in ["", "plain", "é ü 日本", "a\"b", "back\\slash", "ctl\u{7}", "nl\n"] {
+            #expect(JSONValue.string(s).compactString == (try? String(decoding: JSONEncoder().encode(s), as: UTF8.self)))
         }
     }
 }
