@@ -171,6 +171,10 @@ public actor LinuxSandboxBackend: SandboxBackend {
     private let stateLock: StateDirectoryLock
     private var netnsPool: [Int32] = []
     private var refilling = false
+    /// The running refill, awaited by `close()` so it cannot make spare
+    /// cgroups or namespaces after the backend let go of them.
+    private var refillTask: Task<Void, Never>?
+    private var closing = false
     private var userns: Int32 = -1
     private var idmappedImages: [String: Int32] = [:]
 
@@ -243,6 +247,8 @@ public actor LinuxSandboxBackend: SandboxBackend {
     /// Stop every sandbox, remove the cgroup parent and release everything:
     /// what `agentd sandbox run`, the tests and the benchmark end with.
     public func close() async {
+        closing = true
+        await refillTask?.value
         await stopAll()
         cgroups.removeParentIfEmpty()
         shutdown()
@@ -762,11 +768,11 @@ public actor LinuxSandboxBackend: SandboxBackend {
     /// Keep `networkNamespacePool` namespaces and as many spare cgroups
     /// ready, made off the start path.
     func refillNetworkPool() {
-        guard !refilling else { return }
+        guard !refilling, !closing else { return }
         refilling = true
         let cgroups = self.cgroups
         let spares = config.networkNamespacePool
-        Task.detached(priority: .utility) { [weak self] in
+        refillTask = Task.detached(priority: .utility) { [weak self] in
             guard let self else { return }
             try? await NIOThreadPool.singleton.runIfActive { cgroups.prepareSpares(count: spares) }
             while await self.needsNetns() {
@@ -778,7 +784,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
         }
     }
 
-    private func needsNetns() -> Bool { netnsPool.count < config.networkNamespacePool }
+    private func needsNetns() -> Bool { !closing && netnsPool.count < config.networkNamespacePool }
     private func addNetns(_ fd: Int32) { netnsPool.append(fd) }
     private func doneRefilling() { refilling = false }
 
