@@ -187,7 +187,15 @@ struct ErrorMiddleware: RouterMiddleware {
                 logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(e)",
                                                           "key": "\(context.identity?.keyID ?? "-")"])
             }
-            return HTTP.error(e)
+            var response = HTTP.error(e)
+            // Refused before its body was read (an upload to someone else's
+            // session): the unread body would be taken for the next request
+            // on this connection, so the connection ends with the answer and
+            // the client says so before reusing it.
+            if request.headers[.contentLength].map({ $0 != "0" }) ?? (request.headers[.transferEncoding] != nil) {
+                response.headers[.connection] = "close"
+            }
+            return response
         } catch let e as HTTPError {
             switch e.status {
             case .notFound:
