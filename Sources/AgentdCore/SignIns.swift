@@ -37,10 +37,7 @@ public final class SignInService: Sendable {
     /// Sign in with an API key: the cookie value (shown to the browser only)
     /// and the sign-in.  A key that is wrong or revoked is `unauthorized`.
     public func signIn(key: String) async throws -> (token: String, signIn: SignIn) {
-        let keyHash = AuthService.hash(key)
-        guard key.hasPrefix("agentd_"), key.utf8.count < 200,
-              let identity = try await auth.authenticate(hash: keyHash)
-        else {
+        guard let identity = try await auth.authenticate(key) else {
             throw AgentdError(status: 401, code: "unauthorized", message: "that API key is not valid (or was revoked)",
                               field: "key")
         }

@@ -99,7 +99,7 @@ enum Dashboard {
 
     static func whoAmI(_ services: Services, _ signIn: SignIn) async throws -> WhoAmI {
         let me = signIn.identity
-        let team = try await services.auth.teams(me).first { $0.id == me.teamID }
+        let team = try await services.store.teams(id: me.teamID).first
         return WhoAmI(identity: .init(keyId: me.keyID, teamId: me.teamID, teamName: team?.name, role: me.role.rawValue),
                       csrf: signIn.csrf)
     }

@@ -182,21 +182,28 @@ struct ErrorMiddleware: RouterMiddleware {
     {
         do {
             return try await next(request, context)
-        } catch let e as AgentdError {
-            if e.status >= 500 {
-                logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(e)",
-                                                          "key": "\(context.identity?.keyID ?? "-")"])
-            }
-            var response = HTTP.error(e)
-            // Refused before its body was read (an upload to someone else's
-            // session): the unread body would be taken for the next request
-            // on this connection, so the connection ends with the answer and
-            // the client says so before reusing it.
+        } catch {
+            var response = answer(error, request, context)
+            // Refused, perhaps before its body was read (an upload to
+            // someone else's session, a body too large): an unread body would
+            // be taken for the next request on this connection, so the
+            // connection ends with the answer and the client is told so.
             if request.headers[.contentLength].map({ $0 != "0" }) ?? (request.headers[.transferEncoding] != nil) {
                 response.headers[.connection] = "close"
             }
             return response
-        } catch let e as HTTPError {
+        }
+    }
+
+    private func answer(_ error: any Error, _ request: Request, _ context: Context) -> Response {
+        switch error {
+        case let e as AgentdError:
+            if e.status >= 500 {
+                logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(e)",
+                                                          "key": "\(context.identity?.keyID ?? "-")"])
+            }
+            return HTTP.error(e)
+        case let e as HTTPError:
             switch e.status {
             case .notFound:
                 return HTTP.error(AgentdError(status: 404, code: "route_not_found",
@@ -214,11 +221,11 @@ struct ErrorMiddleware: RouterMiddleware {
                 logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(e)"])
                 return HTTP.error(.internal())
             }
-        } catch is NIOTooManyBytesError {
+        case is NIOTooManyBytesError:
             return HTTP.error(.tooLarge("the request body is too large"))
-        } catch is CancellationError {
+        case is CancellationError:
             return HTTP.error(.unavailable("the request was cancelled"))
-        } catch {
+        default:
             logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
             return HTTP.error(.internal())
         }

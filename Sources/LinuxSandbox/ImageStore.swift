@@ -11,8 +11,8 @@ import Glibc
 /// `<state>/images/.versions/<name>@<time>`.  Replacing an image makes a new
 /// version and swaps the symlink; a sandbox keeps the version it was started
 /// on (the overlay's lower layer must not change under it) and gets the new
-/// one at its next start.  A version nothing runs on any more is removed by
-/// the backend (`collectGarbage`).  A plain directory under the name (images
+/// one at its next start.  A version nothing runs on any more is found by
+/// `staleVersions` and removed by the backend (`collectImageGarbage`).  A plain directory under the name (images
 /// made before versioning, or by hand) works too, and is moved aside as a
 /// `@legacy-` version when replaced.
 struct ImageStore: Sendable {
