@@ -61,6 +61,7 @@ let package = Package(
         .target(
             name: "AgentdStore",
             dependencies: ["AgentdModel", .product(name: "GRDB", package: "GRDB.swift"),
+                           .product(name: "GRDBSQLite", package: "GRDB.swift"),
                            .product(name: "Logging", package: "swift-log")]
         ),
         // The domain: auth, agents, sessions, sandboxes, secrets, events.

@@ -18,6 +18,9 @@ public struct RunClaim: Sendable, Equatable {
 extension Store {
     // MARK: sessions
 
+    /// One session by id, within a team unless the team is NULL (admins).
+    static let sessionByIDSQL = "SELECT \(sessionColumns) FROM sessions WHERE id = ? AND (? IS NULL OR team_id = ?)"
+
     /// The columns `session(_:)` reads, by position (a lookup by name is a
     /// case-insensitive string search per column, on the API's hottest read).
     static let sessionColumns = """
@@ -48,10 +51,16 @@ extension Store {
         }
     }
 
+    /// Through `FastReads` (the API's hottest read: GET /v1/sessions/{id}
+    /// and every session route's scope check).
     public func session(id: String, teamID: String?) async throws -> Session? {
+        try fastReads.session(id: id, teamID: teamID)
+    }
+
+    /// The same lookup through GRDB's pool (tests compare the two).
+    func sessionThroughPool(id: String, teamID: String?) async throws -> Session? {
         try await read { db in
-            try Row.fetchOne(db.cachedStatement(sql: "SELECT \(Store.sessionColumns) FROM sessions WHERE id = ? AND (? IS NULL OR team_id = ?)"),
-                             arguments: [id, teamID, teamID]).map(Store.session)
+            try Row.fetchOne(db.cachedStatement(sql: Store.sessionByIDSQL), arguments: [id, teamID, teamID]).map(Store.session)
         }
     }
 

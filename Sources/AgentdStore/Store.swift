@@ -106,6 +106,7 @@ public struct SessionQuery: Sendable {
 public final class Store: Sendable {
     let pool: DatabasePool
     let commits: GroupCommit
+    let fastReads: FastReads
     public let path: String
 
     public init(path: String, logger: Logger = Logger(label: "agentd.store")) throws {
@@ -129,6 +130,7 @@ public final class Store: Sendable {
         }
         try migrator.migrate(pool)
         commits = GroupCommit(pool: pool)
+        fastReads = FastReads(path: path)
     }
 
     /// Migrate up to (and including) `identifier` only: for upgrade tests.

@@ -149,3 +149,52 @@ func seeded(_ store: Store) async throws -> (team: Team, agent: Agent, session: 
         #expect(other.data.isEmpty)
     }
 }
+
+@Suite struct FastReadTests {
+    /// The session lookup that bypasses GRDB reads exactly what GRDB reads,
+    /// scoped the same way, and sees every commit at once.
+    @Test func sessionLookupMatchesThePool() async throws {
+        let path = tempDatabase()
+        defer { removeDatabase(path) }
+        let store = try Store(path: path)
+        let (team, agent, s) = try await seeded(store)
+        let other = try await store.createTeam(id: Identifier.make(.team), name: "other", audit: nil)
+        let titled = try await store.createSession(id: Identifier.make(.session), teamID: team.id, agentID: agent.id,
+                                                   title: "naïve 🚀 \"title\"", audit: nil)
+        for id in [s.id, titled.id] {
+            for scope in [nil, team.id, other.id] {
+                #expect(try await store.session(id: id, teamID: scope)
+                        == store.sessionThroughPool(id: id, teamID: scope))
+            }
+        }
+        #expect(try await store.session(id: titled.id, teamID: team.id)?.title == "naïve 🚀 \"title\"")
+        #expect(try await store.session(id: s.id, teamID: other.id) == nil)
+        #expect(try await store.session(id: "ses_missing", teamID: nil) == nil)
+
+        // A queued run, usage and a state change are visible on the next read.
+        let (_, run) = try await store.postMessage(sessionID: s.id, teamID: team.id, runID: Identifier.make(.run),
+                                                   content: .string("hi"), audit: nil)
+        _ = try #require(try await store.claimRun(owner: "w", leaseSeconds: 30))
+        _ = try await store.recordStep(runID: run.id, sessionID: s.id, events: [],
+                                       usage: Usage(promptTokens: 7, completionTokens: 3, costUSD: 0.25), stepDone: true)
+        try await store.setSandboxState(sessionID: s.id, state: "running")
+        let fast = try #require(try await store.session(id: s.id, teamID: team.id))
+        #expect(fast == (try await store.sessionThroughPool(id: s.id, teamID: team.id)))
+        #expect(fast.activeRunID == run.id && fast.status == "running" && fast.sandboxState == "running")
+        #expect(fast.usage == Usage(promptTokens: 7, completionTokens: 3, costUSD: 0.25))
+        #expect(fast.lastSeq >= 1)
+    }
+
+    @Test func concurrentLookupsShareConnections() async throws {
+        let path = tempDatabase()
+        defer { removeDatabase(path) }
+        let store = try Store(path: path)
+        let (team, _, s) = try await seeded(store)
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            for _ in 0..<64 {
+                group.addTask { try await store.session(id: s.id, teamID: team.id)?.id == s.id }
+            }
+            for try await ok in group { #expect(ok) }
+        }
+    }
+}
