@@ -93,7 +93,10 @@ general_settings:
 
         env = dict(os.environ, AGENTD_CGROUP_PARENT=cgroup, AGENTD_GATEWAY_URL=f"http://127.0.0.1:{gw_port}/v1",
                    AGENTD_GATEWAY_KEY=LITELLM_KEY)
-        daemon = subprocess.Popen(["ip", "netns", "exec", ns, AGENTD, "serve", "--state-dir", str(state),
+        # nsenter, not `ip netns exec`: that also remounts /sys for the
+        # namespace, which hides /sys/fs/cgroup, so agentd would find no
+        # cgroups and its sandboxes would outlive the test.
+        daemon = subprocess.Popen(["nsenter", f"--net=/run/netns/{ns}", AGENTD, "serve", "--state-dir", str(state),
                                    "--listen", "127.0.0.1:8787"],
                                   stdout=subprocess.PIPE, stderr=open(tmp_path / "agentd.log", "wb"), env=env)
         procs.append(daemon)
@@ -114,6 +117,8 @@ general_settings:
             return r.stdout.decode()
 
         import json
+        status = json.loads(ctl("--json", "status"))
+        assert status["cgroup_driver"].startswith("cgroup"), status  # limits enforced offline too
         agent = json.loads(ctl("--json", "agents", "create", "--name", "offline", "--model", "test-model",
                                "--image", "minimal"))["id"]
         sid = json.loads(ctl("--json", "sessions", "create", "--agent", agent, "--title", "offline"))["id"]
