@@ -3,10 +3,11 @@ import Synchronization
 
 /// Group commit: every write of the daemon goes through here.  Writes that
 /// arrive while a transaction is being committed wait, then all of them run
-/// in the next transaction, each in its own savepoint (one failing rolls back
-/// only itself), and share one fsync.  With synchronous=FULL every answered
-/// write is on disk, and throughput grows with concurrency instead of being
-/// capped at one fsync per write.
+/// in the next transaction and share one fsync.  If one of them fails, that
+/// transaction is rolled back and the batch runs again with a savepoint per
+/// job, so one failing write rolls back only itself.  With synchronous=FULL
+/// every answered write is on disk, and throughput grows with concurrency
+/// instead of being capped at one fsync per write.
 final class GroupCommit: Sendable {
     private struct Job: Sendable {
         let work: @Sendable (Database) throws -> any Sendable
@@ -14,12 +15,16 @@ final class GroupCommit: Sendable {
     }
 
     private let pool: DatabasePool
+    /// Runs at the end of every batch's transaction (Store moves recent
+    /// events there); its failure is its own and fails no write.
+    private let afterBatch: @Sendable (Database) throws -> Void
     private let queue = Mutex<(jobs: [Job], draining: Bool)>(([], false))
     /// Upper bound of writes in one transaction.
     private let maxBatch = 512
 
-    init(pool: DatabasePool) {
+    init(pool: DatabasePool, afterBatch: @escaping @Sendable (Database) throws -> Void = { _ in }) {
         self.pool = pool
+        self.afterBatch = afterBatch
     }
 
     func write<T: Sendable>(_ work: @escaping @Sendable (Database) throws -> T) async throws -> T {
@@ -39,28 +44,31 @@ final class GroupCommit: Sendable {
         return typed
     }
 
-    /// Inside the batch's transaction.  Optimistic first: every job runs
-    /// bare (no savepoint statements, the common case); if one fails, the
-    /// whole transaction is rolled back to its start and the jobs run again,
-    /// each in its own savepoint, so one job's failure undoes only itself.
-    private static func run(_ batch: [Job], _ db: Database) throws -> [Result<any Sendable, any Error>] {
-        if batch.count > 1 {
-            var fast: [Result<any Sendable, any Error>] = []
-            fast.reserveCapacity(batch.count)
-            var failed = false
-            try db.inSavepoint {
-                for job in batch {
-                    do {
-                        fast.append(.success(try job.work(db)))
-                    } catch {
-                        failed = true
-                        return .rollback
-                    }
-                }
-                return .commit
+    /// A job of an optimistic batch failed: the batch's transaction is
+    /// rolled back and the batch runs again with a savepoint per job.
+    private struct BatchFailed: Error {}
+
+    /// Optimistic pass, inside the batch's transaction: every job runs bare.
+    /// No savepoint around them: while a savepoint is open SQLite copies
+    /// every page it modifies into a sub-journal (a temporary file once it
+    /// passes 64 KiB), which doubled the pages written per batch.
+    private func runBare(_ batch: [Job], _ db: Database) throws -> [Result<any Sendable, any Error>] {
+        var out: [Result<any Sendable, any Error>] = []
+        out.reserveCapacity(batch.count)
+        for job in batch {
+            do {
+                out.append(.success(try job.work(db)))
+            } catch {
+                throw BatchFailed()
             }
-            if !failed { return fast }
         }
+        try? afterBatch(db)
+        return out
+    }
+
+    /// After a failure: each job in its own savepoint, so one job's failure
+    /// undoes only itself.
+    private func runIsolated(_ batch: [Job], _ db: Database) throws -> [Result<any Sendable, any Error>] {
         var out: [Result<any Sendable, any Error>] = []
         out.reserveCapacity(batch.count)
         for job in batch {
@@ -75,6 +83,7 @@ final class GroupCommit: Sendable {
                 out.append(.failure(error))
             }
         }
+        try? afterBatch(db)
         return out
     }
 
@@ -90,7 +99,24 @@ final class GroupCommit: Sendable {
             if batch.isEmpty { return }
             let results: [Result<any Sendable, any Error>]
             do {
-                results = try await pool.write { db in try Self.run(batch, db) }
+                if batch.count == 1, let job = batch.first {
+                    // Alone in its transaction: a failure rolls back only itself.
+                    do {
+                        results = [.success(try await pool.write { db in
+                            let value = try job.work(db)
+                            try? self.afterBatch(db)
+                            return value
+                        })]
+                    } catch {
+                        results = [.failure(error)]
+                    }
+                } else {
+                    do {
+                        results = try await pool.write { db in try self.runBare(batch, db) }
+                    } catch is BatchFailed {
+                        results = try await pool.write { db in try self.runIsolated(batch, db) }
+                    }
+                }
             } catch {
                 results = batch.map { _ in .failure(error) }
             }

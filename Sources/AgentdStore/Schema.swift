@@ -123,6 +123,23 @@ enum Schema {
                 CREATE INDEX ui_sessions_key ON ui_sessions(key_id);
                 """)
         }
+        m.registerMigration("v3 recent events") { db in
+            // New events land here, in append order, and move into `events`
+            // (clustered by session) in bulk: see Store.append.  No index:
+            // the table stays below Store.recentEventsLimit rows, and its
+            // readers scan it.  Existing stores start with it empty.
+            try db.execute(sql: """
+                CREATE TABLE events_recent (
+                    n INTEGER PRIMARY KEY,
+                    session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+                    seq INTEGER NOT NULL,
+                    run_id TEXT,
+                    kind TEXT NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    data TEXT NOT NULL
+                );
+                """)
+        }
         return m
     }
 

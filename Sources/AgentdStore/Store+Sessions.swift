@@ -153,13 +153,22 @@ extension Store {
 
     /// Append in order with the next gap-free seqs of the session, in the
     /// same transaction as `also` (a run state change, usage).
+    ///
+    /// Events are written to `events_recent` (a rowid table in append
+    /// order), not to `events` (clustered by session and seq):  a batch of
+    /// appends to 64 sessions then dirties a few pages instead of one leaf
+    /// page per session, and every dirty page is a 4 KiB WAL frame written
+    /// and fsync'd at commit.  `moveRecentEvents` moves them into `events`
+    /// in bulk once there are `recentEventsLimit` of them.  Readers see both
+    /// tables in one statement, so one snapshot.  All of a session's events
+    /// in `events_recent` have higher seqs than those in `events`.
     static func append(_ db: Database, sessionID: String, _ events: [NewEvent]) throws -> [Event] {
         // Cached statements: this is the daemon's hottest write.
         let select = try db.cachedStatement(sql: "SELECT last_seq FROM sessions WHERE id = ?")
         guard var seq = try Int64.fetchOne(select, arguments: [sessionID]) else { throw StoreError.notFound("session") }
         let t = now()
         let insert = try db.cachedStatement(
-            sql: "INSERT INTO events(session_id, seq, run_id, kind, created_at, data) VALUES (?,?,?,?,?,?)")
+            sql: "INSERT INTO events_recent(session_id, seq, run_id, kind, created_at, data) VALUES (?,?,?,?,?,?)")
         var out: [Event] = []
         out.reserveCapacity(events.count)
         for e in events {
@@ -173,22 +182,71 @@ extension Store {
         return out
     }
 
+    /// How many events `events_recent` holds before they move to `events`:
+    /// large enough that a move writes each session's leaf pages once for
+    /// many appends, small enough that scanning it (its readers do) costs
+    /// tens of microseconds.
+    static let recentEventsLimit: Int64 = 1024
+
+    /// Run at the end of every group-commit batch, inside its transaction:
+    /// moves `events_recent` into `events` when it has grown to the limit.
+    /// Two b-tree seeks when there is nothing to do.
+    static func moveRecentEventsIfFull(_ db: Database) throws {
+        let span = try db.cachedStatement(sql: "SELECT max(n) - min(n) + 1 FROM events_recent")
+        guard let n = try Int64.fetchOne(span), n >= recentEventsLimit else { return }
+        // In a savepoint: the move is two statements and must not half-happen.
+        try db.inSavepoint {
+            try moveRecentEvents(db)
+            return .commit
+        }
+    }
+
+    static func moveRecentEvents(_ db: Database) throws {
+        try db.execute(sql: """
+            INSERT INTO events(session_id, seq, run_id, kind, created_at, data)
+                SELECT session_id, seq, run_id, kind, created_at, data FROM events_recent ORDER BY session_id, seq;
+            DELETE FROM events_recent;
+            """)
+    }
+
     public func appendEvents(sessionID: String, _ events: [NewEvent]) async throws -> [Event] {
         try await write { db in try Store.append(db, sessionID: sessionID, events) }
     }
 
+    /// Move every recent event into `events` now (tests; the daemon lets
+    /// group commit do it).
+    public func moveRecentEvents() async throws {
+        try await write { db in try Store.moveRecentEvents(db) }
+    }
+
+    /// Rows waiting in `events_recent` (tests).
+    public func recentEventCount() async throws -> Int {
+        try await read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM events_recent") ?? 0 }
+    }
+
+    /// One statement over both tables: one snapshot, so an event moving
+    /// between them at the same moment is seen exactly once.
     public func events(sessionID: String, after: Int64, limit: Int) async throws -> [Event] {
         try await read { db in
             try Row.fetchAll(db, sql: """
-                SELECT * FROM events WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?
+                SELECT * FROM (SELECT seq, session_id, run_id, kind, created_at, data FROM events
+                               WHERE session_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3)
+                UNION ALL
+                SELECT * FROM (SELECT seq, session_id, run_id, kind, created_at, data FROM events_recent
+                               WHERE session_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3)
+                ORDER BY seq LIMIT ?3
                 """, arguments: [sessionID, after, limit]).map(Store.event)
         }
     }
 
     public func events(runID: String) async throws -> [Event] {
         try await read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM events WHERE run_id = ? ORDER BY seq", arguments: [runID])
-                .map(Store.event)
+            try Row.fetchAll(db, sql: """
+                SELECT seq, session_id, run_id, kind, created_at, data FROM events WHERE run_id = ?1
+                UNION ALL
+                SELECT seq, session_id, run_id, kind, created_at, data FROM events_recent WHERE run_id = ?1
+                ORDER BY seq
+                """, arguments: [runID]).map(Store.event)
         }
     }
 

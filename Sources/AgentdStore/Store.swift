@@ -115,13 +115,23 @@ public final class Store: Sendable {
         config.busyMode = .timeout(10)
         config.maximumReaderCount = 8
         config.prepareDatabase { db in
-            try db.execute(sql: "PRAGMA synchronous = FULL")
             // Checkpoint less often than every 1000 pages: each checkpoint
             // is an fsync of the main file, and event appends dirty many pages.
             try db.execute(sql: "PRAGMA wal_autocheckpoint = 8000")
+            // Savepoint sub-journals (a failed batch's replay, the move of
+            // recent events) and sorts stay in memory instead of temporary
+            // files in /var/tmp; they are small and short-lived.
+            try db.execute(sql: "PRAGMA temp_store = MEMORY")
         }
         self.path = path
         pool = try DatabasePool(path: path, configuration: config)
+        // Not in prepareDatabase: DatabasePool switches its writer to WAL
+        // after that hook and sets synchronous=NORMAL while doing so, which
+        // would leave commits unsynced (safe from kill -9, not from power
+        // loss).  The pool keeps one writer connection, so this sticks.
+        try pool.writeWithoutTransaction { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+        }
         let migrator = Schema.migrator
         try pool.read { db in
             let applied = try migrator.appliedIdentifiers(db)
@@ -129,7 +139,7 @@ public final class Store: Sendable {
             if !unknown.isEmpty { throw StoreError.newerSchema(unknown.sorted()) }
         }
         try migrator.migrate(pool)
-        commits = GroupCommit(pool: pool)
+        commits = GroupCommit(pool: pool, afterBatch: Store.moveRecentEventsIfFull)
         fastReads = FastReads(path: path)
     }
 
@@ -143,6 +153,11 @@ public final class Store: Sendable {
 
     public func appliedMigrations() throws -> [String] {
         try pool.read { try Schema.migrator.appliedMigrations($0) }
+    }
+
+    /// The writer connection's `PRAGMA synchronous` (2 = FULL): for tests.
+    public func writerSynchronousMode() async throws -> Int {
+        try await write { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1 }
     }
 
     public func integrityCheck() throws -> String {

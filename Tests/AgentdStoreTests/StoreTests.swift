@@ -55,6 +55,18 @@ func seeded(_ store: Store) async throws -> (team: Team, agent: Agent, session: 
         #expect(throws: StoreError.self) { _ = try Store(path: path) }
     }
 
+    /// GRDB's pool sets synchronous=NORMAL on its writer when it enables
+    /// WAL; the store must end up with FULL there, or acknowledged commits
+    /// are not fsync'd.
+    @Test func theWriterSyncsEveryCommit() async throws {
+        let path = tempDatabase()
+        defer { removeDatabase(path) }
+        let store = try Store(path: path)
+        #expect(try await store.writerSynchronousMode() == 2)
+        _ = try await seeded(store)
+        #expect(try await store.writerSynchronousMode() == 2)
+    }
+
     @Test func eventSequencesAreGapFreeUnderConcurrency() async throws {
         let path = tempDatabase()
         defer { removeDatabase(path) }
@@ -147,6 +159,115 @@ func seeded(_ store: Store) async throws -> (team: Team, agent: Agent, session: 
         #expect(found.data.count == 5)
         let other = try await store.sessions(SessionQuery(teamID: "team_nobody", limit: 50))
         #expect(other.data.isEmpty)
+    }
+}
+
+/// Events are appended to `events_recent` and moved into `events` in bulk;
+/// readers must see one gap-free log whatever table an event is in.
+@Suite struct EventLogTests {
+    func append(_ store: Store, _ sid: String, _ n: Int, runID: String? = nil) async throws {
+        for i in 0..<n {
+            _ = try await store.appendEvents(sessionID: sid, [
+                NewEvent(kind: .toolResult, runID: runID, data: .object(["i": .number(Double(i))])),
+            ])
+        }
+    }
+
+    @Test func readsSpanBothTables() async throws {
+        let path = tempDatabase()
+        defer { removeDatabase(path) }
+        let store = try Store(path: path)
+        let (_, _, s) = try await seeded(store)
+        let (_, _, other) = try await seeded(store)
+        try await append(store, s.id, 10)
+        try await append(store, other.id, 3)
+        try await store.moveRecentEvents()
+        #expect(try await store.recentEventCount() == 0)
+        try await append(store, s.id, 5)
+        #expect(try await store.recentEventCount() == 5)
+        #expect(try await store.events(sessionID: s.id, after: 0, limit: 100).map(\.seq) == Array(1...15))
+        // A page that starts in `events` and ends in `events_recent`.
+        #expect(try await store.events(sessionID: s.id, after: 8, limit: 4).map(\.seq) == [9, 10, 11, 12])
+        #expect(try await store.events(sessionID: s.id, after: 12, limit: 100).map(\.seq) == [13, 14, 15])
+        #expect(try await store.events(sessionID: s.id, after: 15, limit: 100).isEmpty)
+        #expect(try await store.events(sessionID: other.id, after: 0, limit: 100).map(\.seq) == [1, 2, 3])
+        let first = try await store.events(sessionID: s.id, after: 0, limit: 1)
+        #expect(first.first?.data == .object(["i": .number(0)]))
+    }
+
+    @Test func runEventsSpanBothTables() async throws {
+        let path = tempDatabase()
+        defer { removeDatabase(path) }
+        let store = try Store(path: path)
+        let (team, _, s) = try await seeded(store)
+        let (_, run) = try await store.postMessage(sessionID: s.id, teamID: team.id, runID: Identifier.make(.run),
+                                                   content: .string("hi"), audit: nil)
+        try await append(store, s.id, 2, runID: run.id)
+        try await store.moveRecentEvents()
+        try await append(store, s.id, 2, runID: run.id)
+        try await append(store, s.id, 1)
+        #expect(try await store.events(runID: run.id).map(\.seq) == [1, 2, 3, 4, 5])
+    }
+
+    @Test func eventsMoveWhenTheRecentTableIsFull() async throws {
+        let path = tempDatabase()
+        defer { removeDatabase(path) }
+        let store = try Store(path: path)
+        let (_, _, s) = try await seeded(store)
+        let n = Int(Store.recentEventsLimit) + 10
+        try await append(store, s.id, n)
+        #expect(try await store.recentEventCount() < Int(Store.recentEventsLimit))
+        #expect(try await store.events(sessionID: s.id, after: 0, limit: 5000).map(\.seq) == Array(1...Int64(n)))
+        #expect(try store.integrityCheck() == "ok")
+    }
+
+    @Test func deletingASessionDeletesItsRecentEvents() async throws {
+        let path = tempDatabase()
+        defer { removeDatabase(path) }
+        let store = try Store(path: path)
+        let (_, _, s) = try await seeded(store)
+        let (_, _, keep) = try await seeded(store)
+        try await append(store, s.id, 3)
+        try await store.moveRecentEvents()
+        try await append(store, s.id, 3)
+        try await append(store, keep.id, 2)
+        #expect(try await store.deleteSession(id: s.id, teamID: nil, audit: nil))
+        #expect(try await store.recentEventCount() == 2)
+        #expect(try await store.events(sessionID: s.id, after: 0, limit: 100).isEmpty)
+        #expect(try await store.events(sessionID: keep.id, after: 0, limit: 100).count == 2)
+    }
+
+    /// Readers racing the moves: every read is a gap-free run of seqs from
+    /// where it asked, never a duplicate or a hole.
+    @Test func concurrentReadersSeeEveryEventOnce() async throws {
+        let path = tempDatabase()
+        defer { removeDatabase(path) }
+        let store = try Store(path: path)
+        var sessions: [String] = []
+        for _ in 0..<8 { sessions.append(try await seeded(store).session.id) }
+        let perSession = 400  // 3,200 appends: three moves
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for sid in sessions {
+                group.addTask { try await self.append(store, sid, perSession) }
+            }
+            for sid in sessions.prefix(2) {
+                group.addTask {
+                    var last: Int64 = 0
+                    while last < Int64(perSession) {
+                        let page = try await store.events(sessionID: sid, after: 0, limit: 10_000).map(\.seq)
+                        #expect(page == Array(stride(from: 1, through: Int64(page.count), by: 1)))
+                        #expect(Int64(page.count) >= last)
+                        last = Int64(page.count)
+                        await Task.yield()
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        for sid in sessions {
+            #expect(try await store.events(sessionID: sid, after: 0, limit: 10_000).count == perSession)
+        }
+        #expect(try store.integrityCheck() == "ok")
     }
 }
 
