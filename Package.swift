@@ -130,7 +130,10 @@ let package = Package(
         ),
         .executableTarget(
             name: "sandbox-bench",
-            dependencies: ["SandboxKit", "LinuxSandbox", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "SandboxKit", "LinuxSandbox", .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            ]
         ),
 
         .executableTarget(

@@ -567,11 +567,19 @@ static int run_shared_child(unsigned long extra, int (*fn)(void *), void *arg)
     return status;
 }
 
-/* Network namespace holder (CLONE_FILES|CLONE_VFORK): brings lo up, opens its
- * namespace into the shared fd table and exits. */
+/* Network namespace holder (CLONE_FILES|CLONE_VFORK): makes the namespace
+ * (unshare, so that the kernel's work runs at the holder's priority), brings
+ * lo up, opens the namespace into the shared fd table and exits. */
 static int netns_holder(void *arg)
 {
     struct holder_ctx *h = arg;
+    /* Pool refills are background work: at SCHED_IDLE the namespace's
+     * creation (~0.5 ms of kernel time) only takes a CPU nothing else wants,
+     * instead of competing with the sandboxes being started. */
+    int priority = 0; /* struct sched_param: one int */
+    SC3(SYS_sched_setscheduler, 0, SCHED_IDLE, &priority);
+    if (SC1(SYS_unshare, CLONE_NEWNET) < 0)
+        return 5;
     long s = SC3(SYS_socket, AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (s < 0)
         return 1;
@@ -595,7 +603,7 @@ static int netns_holder(void *arg)
 int agentd_netns_create(void)
 {
     struct holder_ctx h = {-1, -1, -1, -1};
-    int status = run_shared_child(CLONE_NEWNET, netns_holder, &h);
+    int status = run_shared_child(0, netns_holder, &h);
     if (status < 0)
         return -1;
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || h.out_fd < 0) {

@@ -165,6 +165,11 @@ public actor LinuxSandboxBackend: SandboxBackend {
     let reaper: Reaper
     let lastCap: Int32
     let group: any EventLoopGroup
+    /// One thread of its own for the pools' refills (spare cgroups, network
+    /// namespaces), which run at SCHED_IDLE and may wait long for a CPU on a
+    /// busy host: they must not hold a thread of NIO's shared pool, which
+    /// spawns sandboxes and does their file I/O.
+    let background: NIOThreadPool
     let hostMemory: UInt64
     let hostCPUs: Int
     /// A record lock on STATE/.sandbox.lock: one backend per state directory.
@@ -215,6 +220,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
         self.reaper = try Reaper()
         self.lastCap = agentd_last_cap()
         self.group = MultiThreadedEventLoopGroup.singleton
+        self.background = NIOThreadPool(numberOfThreads: 1)
         self.hostMemory = UInt64(sysconf(Int32(_SC_PHYS_PAGES))) * UInt64(sysconf(Int32(_SC_PAGESIZE)))
         self.hostCPUs = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
         for (dir, mode) in [(config.stateDirectory, 0o711), (config.stateDirectory + "/sandboxes", 0o711),
@@ -229,12 +235,14 @@ public actor LinuxSandboxBackend: SandboxBackend {
                                "run directory \(config.runDirectory) is too long for unix sockets; use a shorter one",
                                field: "run_dir")
         }
+        background.start()  // last: nothing above may throw after it
     }
 
     /// Stop the reaper and release namespaces (tests make many backends).
     /// Running sandboxes keep running; `stopAll()` stops them first.
     public func shutdown() {
         reaper.shutdown()
+        background.shutdownGracefully { _ in }
         netnsPool.forEach(Posix.close)
         netnsPool = []
         idmappedImages.values.forEach(Posix.close)
@@ -400,6 +408,9 @@ public actor LinuxSandboxBackend: SandboxBackend {
         var s = SpawnSpec(cloneFlags: flags, newRoot: l.root, lastCap: lastCap, argv: ["agentd-init"])
         s.placement = placement
         s.netnsFD = netns
+        // A pooled namespace's loopback is already up (agentd_netns_create);
+        // bringing it up again would take the RTNL lock for nothing.
+        s.loopbackUp = netns < 0
         if spec.userNamespace {
             let map = "0 \(config.userNamespaceBase) \(config.userNamespaceSize)\n"
             s.uidMap = map
@@ -774,9 +785,9 @@ public actor LinuxSandboxBackend: SandboxBackend {
         let spares = config.networkNamespacePool
         refillTask = Task.detached(priority: .utility) { [weak self] in
             guard let self else { return }
-            try? await NIOThreadPool.singleton.runIfActive { cgroups.prepareSpares(count: spares) }
+            try? await self.background.runIfActive { cgroups.prepareSpares(count: spares) }
             while await self.needsNetns() {
-                let fd = (try? await NIOThreadPool.singleton.runIfActive { agentd_netns_create() }) ?? -1
+                let fd = (try? await self.background.runIfActive { agentd_netns_create() }) ?? -1
                 guard fd >= 0 else { break }
                 await self.addNetns(fd)
             }

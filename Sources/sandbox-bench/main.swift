@@ -7,6 +7,8 @@
 import CAgentdSandbox
 import LinuxSandbox
 import Logging
+import NIOCore
+import NIOPosix
 import SandboxKit
 #if canImport(Glibc)
 import Glibc
@@ -19,6 +21,9 @@ struct Options {
     var concurrent = 200
     var bwrap = "/usr/bin/bwrap"
     var cgroupDriver = "auto"
+    /// "nio": Swift concurrency on NIO's event loops, as agentd runs it;
+    /// "default": the Swift runtime's own thread pool.
+    var executor = "nio"
 
     static func parse() -> Options {
         var o = Options()
@@ -31,6 +36,7 @@ struct Options {
             case "--concurrent": o.concurrent = Int(args.popFirst() ?? "") ?? o.concurrent
             case "--bwrap": o.bwrap = args.popFirst() ?? o.bwrap
             case "--cgroup-driver": o.cgroupDriver = args.popFirst() ?? o.cgroupDriver
+            case "--executor": o.executor = args.popFirst() ?? o.executor
             default:
                 complain("usage: sandbox-bench --image-dir DIR [--runs N] [--concurrent N] [--state-dir DIR]")
                 exit(2)
@@ -74,13 +80,17 @@ func fmt(_ ms: Double) -> String {
 
 /// One bubblewrap sandbox running /bin/true, spawned and waited for.
 func runBwrap(_ o: Options) -> Int32 {
-    let argv = [o.bwrap, "--unshare-all", "--die-with-parent", "--ro-bind", o.imageDir, "/", "--proc", "/proc",
-                "--dev", "/dev", "--tmpfs", "/tmp", "--chdir", "/", "/bin/true"]
+    spawnAndWait(o.bwrap, [o.bwrap, "--unshare-all", "--die-with-parent", "--ro-bind", o.imageDir, "/",
+                           "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--chdir", "/", "/bin/true"])
+}
+
+/// posix_spawn and wait: the wait status, or -1.
+func spawnAndWait(_ path: String, _ argv: [String]) -> Int32 {
     var cargs = argv.map { strdup($0) }
     cargs.append(nil)
     defer { cargs.forEach { free($0) } }
     var pid: pid_t = 0
-    guard posix_spawn(&pid, o.bwrap, nil, nil, &cargs, environ) == 0 else { return -1 }
+    guard posix_spawn(&pid, path, nil, nil, &cargs, environ) == 0 else { return -1 }
     var status: Int32 = 0
     while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
     return status
@@ -112,6 +122,10 @@ func dropCaches() {
 struct Bench {
     static func main() async throws {
         let o = Options.parse()
+        // agentd puts Swift concurrency on NIO's event loops (Agentd.main);
+        // measure the sandbox layer the way it runs there.
+        let onEventLoops = o.executor == "nio"
+            && NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
         var logger = Logger(label: "bench")
         logger.logLevel = .error
         let backend = try await LinuxSandboxBackend.open(
@@ -123,7 +137,7 @@ struct Bench {
                                limits: ResourceLimits(memoryBytes: 64 << 20, pids: 64, cpuMillis: 1000))
         let info = await backend.info()
         print("# seccomp: \(info.seccomp)")
-        print("# sandbox-bench: \(o.runs) runs, cgroup driver: \(info.cgroupDriver), \(sysconf(Int32(_SC_NPROCESSORS_ONLN))) CPUs")
+        print("# sandbox-bench: \(o.runs) runs, cgroup driver: \(info.cgroupDriver), executor: \(onEventLoops ? "NIO event loops" : "Swift's pool"), \(sysconf(Int32(_SC_NPROCESSORS_ONLN))) CPUs")
         print()
 
         // Warm up both (page cache, pools).
@@ -166,13 +180,19 @@ struct Bench {
         let warmID = try SandboxID("exec")
         try await backend.create(warmID, spec: spec)
         try await backend.start(warmID)
-        var exec = Samples()
+        var exec = Samples(), bare = Samples()
         for _ in 0..<20 { _ = try await backend.run(warmID, ExecRequest(command: .argv(["/bin/true"]))) }
+        let hostTrue = o.imageDir + "/bin/true"
         for _ in 0..<o.runs {
             let t0 = now()
             let r = try await backend.run(warmID, ExecRequest(command: .argv(["/bin/true"])))
             exec.add(now() - t0)
             guard r.status.code == 0 else { fatalError("exec exited \(r.status)") }
+            // The same program spawned on the host, no sandbox: what the
+            // program itself costs, so agentd's share of an exec shows.
+            let b0 = now()
+            guard spawnAndWait(hostTrue, ["true"]) == 0 else { fatalError("\(hostTrue) failed on the host") }
+            bare.add(now() - b0)
         }
         try await backend.destroy(warmID)
 
@@ -184,6 +204,7 @@ struct Bench {
         print("| &nbsp;&nbsp;first exec to exit | \(fmt(firstExec.percentile(0.5))) | \(fmt(firstExec.percentile(0.99))) | \(fmt(firstExec.mean)) |")
         print("| bubblewrap --unshare-all /bin/true (baseline) | \(fmt(bw.percentile(0.5))) | \(fmt(bw.percentile(0.99))) | \(fmt(bw.mean)) |")
         print("| agentd exec of /bin/true into a running sandbox | \(fmt(exec.percentile(0.5))) | \(fmt(exec.percentile(0.99))) | \(fmt(exec.mean)) |")
+        print("| the image's /bin/true spawned on the host, no sandbox (reference: the program's own cost) | \(fmt(bare.percentile(0.5))) | \(fmt(bare.percentile(0.99))) | \(fmt(bare.mean)) |")
         print("| agentd teardown (stop, cgroup, files; not in the cold figure) | \(fmt(teardown.percentile(0.5))) | \(fmt(teardown.percentile(0.99))) | \(fmt(teardown.mean)) |")
         print()
         let ratio = cold.percentile(0.5) / bw.percentile(0.5)

@@ -96,8 +96,10 @@ struct IsolationTests {
         }
     }
 
-    @Test func onlyLoopbackAndItIsUp() async throws {
-        try await TestEnvironment.withBackend { b in
+    /// Pooled namespaces get lo up from the pool's holder; without the pool
+    /// (or when it runs dry) the clone child brings it up.
+    @Test(arguments: [0, 2]) func onlyLoopbackAndItIsUp(pool: Int) async throws {
+        try await TestEnvironment.withBackend(pool: pool) { b in
             let id = try await b.started(TestEnvironment.id(), TestEnvironment.spec)
             #expect(try await b.sh(id, "ls /sys/class/net | tr '\\n' ' '") == "lo ")
             let flags = try await b.sh(id, "cat /sys/class/net/lo/operstate /sys/class/net/lo/flags")
