@@ -51,6 +51,11 @@ public final class AuthService: Sendable {
     let store: Store
     let logger: Logger
     private let cache = Mutex<[String: Identity]>([:])
+    /// When each key's `last_used_at` was last written by this process.
+    private let touched = Mutex<[String: ContinuousClock.Instant]>([:])
+    /// `last_used_at` is kept to this precision: a durable write on every
+    /// request would cost more than most requests.
+    static let lastUsedPrecision: Duration = .seconds(60)
     public static let adminTeamName = "admin"
 
     public init(store: Store, logger: Logger) {
@@ -111,11 +116,33 @@ public final class AuthService: Sendable {
     /// The identity of a key by its hash (dashboard sessions keep the hash,
     /// never the key); nil once the key is revoked.
     public func authenticate(hash h: String) async throws -> Identity? {
-        if let hit = cache.withLock({ $0[h] }) { return hit }
-        guard let info = try await store.key(hash: h), info.revokedAt == nil else { return nil }
-        let id = Identity(keyID: info.id, teamID: info.teamID, role: info.role)
-        cache.withLock { $0[h] = id }
+        let id: Identity
+        if let hit = cache.withLock({ $0[h] }) {
+            id = hit
+        } else {
+            guard let info = try await store.key(hash: h), info.revokedAt == nil else { return nil }
+            id = Identity(keyID: info.id, teamID: info.teamID, role: info.role)
+            cache.withLock { $0[h] = id }
+        }
+        await noteUse(id.keyID)
         return id
+    }
+
+    /// Record that a key was used, at most once per `lastUsedPrecision`; the
+    /// request goes on if the write fails (it is bookkeeping, not access).
+    private func noteUse(_ keyID: String) async {
+        let now = ContinuousClock.now
+        let due = touched.withLock { t -> Bool in
+            if let last = t[keyID], now - last < Self.lastUsedPrecision { return false }
+            t[keyID] = now
+            return true
+        }
+        guard due else { return }
+        do {
+            try await store.touchKey(id: keyID)
+        } catch {
+            logger.warning("could not record a key's last use", metadata: ["key": "\(keyID)", "error": "\(error)"])
+        }
     }
 
     // MARK: keys

@@ -56,4 +56,26 @@ import Testing
         #expect(try await SignInService(store: store, auth: auth).lookup(token: memberToken) == nil)
         #expect(try await signIns.lookup(token: second) != nil, "other keys' sign-ins are unaffected")
     }
+
+    /// A key's last_used_at is set when it authenticates (to the minute).
+    @Test func keysRecordTheirLastUse() async throws {
+        let path = "/tmp/agentd-core-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sqlite"
+        defer { for s in ["", "-wal", "-shm"] { unlink(path + s) } }
+        var logger = Logger(label: "test")
+        logger.logLevel = .error
+        let store = try Store(path: path, logger: logger)
+        let auth = AuthService(store: store, logger: logger)
+        let keyFile = path + ".admin.key"
+        defer { unlink(keyFile) }
+        try await auth.bootstrap(adminKeyPath: keyFile)
+        let admin = try String(contentsOfFile: keyFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard let me = try await auth.authenticate(admin) else { throw AgentdError.internal("admin key refused") }
+        let member = try await auth.createKey(me, name: "m", teamID: nil, role: .member)
+        #expect(try await auth.keys(me).first { $0.id == member.id }?.lastUsedAt == nil)
+        let before = Date().addingTimeInterval(-1)
+        _ = try await auth.authenticate(member.key ?? "")
+        let used = try await auth.keys(me).first { $0.id == member.id }?.lastUsedAt
+        #expect(used.map { $0 >= before } == true, "last_used_at: \(String(describing: used))")
+        #expect(try await auth.keys(me).first { $0.id == me.keyID }?.lastUsedAt != nil)
+    }
 }
