@@ -106,6 +106,43 @@ func seeded(_ store: Store) async throws -> (team: Team, agent: Agent, session: 
         #expect(try await good.first?.seq == 1)
     }
 
+    /// Jobs queued behind a slow transaction run as one batch: a job that
+    /// wrote and then failed leaves nothing behind, the others all commit.
+    @Test func aBatchWithAFailingJobIsReplayedJobByJob() async throws {
+        struct Refused: Error {}
+        let path = tempDatabase()
+        defer { removeDatabase(path) }
+        let store = try Store(path: path)
+        let (_, _, s) = try await seeded(store)
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                try await store.write { _ in usleep(100_000) }  // holds the writer while the rest queue up
+                return true
+            }
+            try await Task.sleep(for: .milliseconds(20))
+            for i in 0..<20 {
+                group.addTask {
+                    if i == 10 {
+                        do {
+                            try await store.write { db in
+                                try db.execute(sql: "INSERT INTO teams(id, name, created_at) VALUES ('team_x', 'half-done', 0)")
+                                throw Refused()
+                            }
+                            return false
+                        } catch is Refused {
+                            return true
+                        }
+                    }
+                    _ = try await store.appendEvents(sessionID: s.id, [NewEvent(kind: .toolResult, data: .number(Double(i)))])
+                    return true
+                }
+            }
+            for try await ok in group { #expect(ok) }
+        }
+        #expect(try await store.team(named: "half-done") == nil)
+        #expect(try await store.events(sessionID: s.id, after: 0, limit: 100).map(\.seq) == Array(1...19))
+    }
+
     @Test func runQueueRunsOneRunPerSessionAtATime() async throws {
         let path = tempDatabase()
         defer { removeDatabase(path) }
