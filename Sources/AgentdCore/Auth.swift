@@ -101,7 +101,7 @@ public final class AuthService: Sendable {
                               prefix: String(key.prefix(12)), createdAt: Date())
         // Write the file first: a key in the database nobody can read would
         // lock the operator out.
-        try writeSecretFile(adminKeyPath, key + "\n")
+        try writeSecretFile(adminKeyPath, Array((key + "\n").utf8))
         try await store.createKey(KeyRecord(info: info, hash: Self.hash(key)),
                                   audit: AuditEntry(keyID: nil, teamID: team.id, action: "create", resource: "key",
                                                     resourceID: info.id, detail: "bootstrap admin key"))
@@ -204,17 +204,48 @@ public final class AuthService: Sendable {
     }
 }
 
-/// Write a small secret file (0600) atomically.
-func writeSecretFile(_ path: String, _ text: String) throws {
+/// Write a small secret file (0600) so that it is whole or absent, across a
+/// crash or a power loss: a temporary file, written and fsync'd, then renamed
+/// into place (or, with `replace` false, linked: that fails if the file
+/// exists), then the directory fsync'd so that the new name is durable too.
+func writeSecretFile(_ path: String, _ bytes: [UInt8], replace: Bool = true) throws {
+    func failure(_ what: String) -> AgentdError {
+        AgentdError.internal("cannot \(what) \(path): \(String(cString: strerror(errno)))")
+    }
     let tmp = path + ".tmp"
-    let fd = Glibc.open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-    guard fd >= 0 else { throw AgentdError.internal("cannot create \(tmp): \(String(cString: strerror(errno)))") }
-    let bytes = Array(text.utf8)
-    let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    _ = unlink(tmp)
+    let fd = Glibc.open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+    guard fd >= 0 else { throw failure("create a temporary file for") }
+    var written = 0
+    while written < bytes.count {
+        let n = bytes[written...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        if n < 0 && errno == EINTR { continue }
+        guard n > 0 else { break }
+        written += n
+    }
     let synced = fsync(fd) == 0
     close(fd)
-    guard n == bytes.count, synced, rename(tmp, path) == 0 else {
-        throw AgentdError.internal("cannot write \(path): \(String(cString: strerror(errno)))")
+    guard written == bytes.count, synced else {
+        let e = failure("write")
+        _ = unlink(tmp)
+        throw e
     }
-    _ = chmod(path, 0o600)
+    if replace {
+        guard rename(tmp, path) == 0 else {
+            let e = failure("rename into place")
+            _ = unlink(tmp)
+            throw e
+        }
+    } else {
+        let linked = link(tmp, path) == 0
+        let e = failure("create")
+        _ = unlink(tmp)
+        guard linked else { throw e }
+    }
+    let slash = path.lastIndex(of: "/")
+    let dir = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
+    let dfd = Glibc.open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    guard dfd >= 0 else { throw failure("open the directory of") }
+    defer { close(dfd) }
+    guard fsync(dfd) == 0 else { throw failure("sync the directory of") }
 }

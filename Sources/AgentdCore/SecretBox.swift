@@ -33,11 +33,10 @@ public struct SecretBox: Sendable {
         }
         let key = SymmetricKey(size: .bits256)
         let bytes = key.withUnsafeBytes { Array($0) }
-        let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw AgentdError.internal("cannot create \(path): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        guard n == 32, fsync(fd) == 0 else { throw AgentdError.internal("cannot write \(path)") }
+        // Whole or absent, never replacing a key that exists: a torn key
+        // file would stop agentd from starting, a replaced one would lose
+        // every secret.
+        try writeSecretFile(path, bytes, replace: false)
         return SecretBox(keyBytes: bytes)
     }
 
