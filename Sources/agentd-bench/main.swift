@@ -255,21 +255,29 @@ struct AppendsBench: AsyncParsableCommand {
         let total = Counter()
         let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
         let t0 = ContinuousClock.now
-        try await withThrowingTaskGroup(of: Void.self) { group in
+        // Each task keeps its own latencies (ms from call to acknowledgement).
+        let latencies = try await withThrowingTaskGroup(of: [Double].self) { group in
             for id in ids {
                 group.addTask {
+                    var mine: [Double] = []
                     while ContinuousClock.now < deadline {
+                        let a = ContinuousClock.now
                         _ = try await store.appendEvents(sessionID: id, [NewEvent(kind: .toolResult, data: payload)])
+                        mine.append(ms(ContinuousClock.now - a))
                         total.add()
                     }
+                    return mine
                 }
             }
-            try await group.waitForAll()
+            var all: [Double] = []
+            for try await part in group { all += part }
+            return all
         }
         let elapsed = ms(ContinuousClock.now - t0) / 1000
         let n = total.value
         print("| durable event appends (synchronous=FULL, each acknowledged after commit), \(sessions) concurrent "
-              + "sessions, one event per append | \(Int(Double(n) / elapsed))/s | \(n) events in \(f2(elapsed)) s |")
+              + "sessions, one event per append | \(Int(Double(n) / elapsed))/s | \(n) events in \(f2(elapsed)) s; "
+              + "latency p50 \(f2(percentile(latencies, 50))) ms, p99 \(f2(percentile(latencies, 99))) ms |")
         try? FileManager.default.removeItem(atPath: stateDir)
     }
 }
