@@ -52,7 +52,7 @@ final class GroupCommit: Sendable {
     /// No savepoint around them: while a savepoint is open SQLite copies
     /// every page it modifies into a sub-journal (a temporary file once it
     /// passes 64 KiB), which doubled the pages written per batch.
-    private func runBare(_ batch: [Job], _ db: Database) throws -> [Result<any Sendable, any Error>] {
+    private static func runBare(_ batch: [Job], _ db: Database) throws -> [Result<any Sendable, any Error>] {
         var out: [Result<any Sendable, any Error>] = []
         out.reserveCapacity(batch.count)
         for job in batch {
@@ -62,13 +62,12 @@ final class GroupCommit: Sendable {
                 throw BatchFailed()
             }
         }
-        try? afterBatch(db)
         return out
     }
 
     /// After a failure: each job in its own savepoint, so one job's failure
     /// undoes only itself.
-    private func runIsolated(_ batch: [Job], _ db: Database) throws -> [Result<any Sendable, any Error>] {
+    private static func runIsolated(_ batch: [Job], _ db: Database) throws -> [Result<any Sendable, any Error>] {
         var out: [Result<any Sendable, any Error>] = []
         out.reserveCapacity(batch.count)
         for job in batch {
@@ -83,8 +82,17 @@ final class GroupCommit: Sendable {
                 out.append(.failure(error))
             }
         }
-        try? afterBatch(db)
         return out
+    }
+
+    /// One transaction for the batch, bare or a savepoint per job, with
+    /// `afterBatch` at its end.
+    private func commit(_ batch: [Job], isolated: Bool) async throws -> [Result<any Sendable, any Error>] {
+        try await pool.write { db in
+            let results = isolated ? try Self.runIsolated(batch, db) : try Self.runBare(batch, db)
+            try? self.afterBatch(db)
+            return results
+        }
     }
 
     private func drain() async {
@@ -99,23 +107,10 @@ final class GroupCommit: Sendable {
             if batch.isEmpty { return }
             let results: [Result<any Sendable, any Error>]
             do {
-                if batch.count == 1, let job = batch.first {
-                    // Alone in its transaction: a failure rolls back only itself.
-                    do {
-                        results = [.success(try await pool.write { db in
-                            let value = try job.work(db)
-                            try? self.afterBatch(db)
-                            return value
-                        })]
-                    } catch {
-                        results = [.failure(error)]
-                    }
-                } else {
-                    do {
-                        results = try await pool.write { db in try self.runBare(batch, db) }
-                    } catch is BatchFailed {
-                        results = try await pool.write { db in try self.runIsolated(batch, db) }
-                    }
+                do {
+                    results = try await commit(batch, isolated: false)
+                } catch is BatchFailed {
+                    results = try await commit(batch, isolated: true)
                 }
             } catch {
                 results = batch.map { _ in .failure(error) }

@@ -38,7 +38,8 @@ struct Options {
             case "--cgroup-driver": o.cgroupDriver = args.popFirst() ?? o.cgroupDriver
             case "--executor": o.executor = args.popFirst() ?? o.executor
             default:
-                complain("usage: sandbox-bench --image-dir DIR [--runs N] [--concurrent N] [--state-dir DIR]")
+                complain("usage: sandbox-bench --image-dir DIR [--runs N] [--concurrent N] [--state-dir DIR] "
+                         + "[--bwrap PATH] [--cgroup-driver auto|v2|v1|none] [--executor nio|default]")
                 exit(2)
             }
         }
