@@ -83,11 +83,10 @@ static void child_fail(int fd, int stage, long rc, int index)
             child_fail(ctx->report_fd, (stage), _rc, (index));     \
     } while (0)
 
-static int child_main(void *arg)
+/* Steps shared by a cold start and a warm shell's preparation: signals,
+ * cgroup, user and network namespaces, private mounts. */
+static void child_enter(struct child_ctx *ctx, const struct agentd_spawn_config *cfg)
 {
-    struct child_ctx *ctx = arg;
-    const struct agentd_spawn_config *cfg = ctx->cfg;
-
     /* Signal handlers are the daemon's: make every disposition default so
      * no Swift handler can run here and nothing stays ignored after exec. */
     struct k_sigaction dfl = {0};
@@ -127,6 +126,23 @@ static int child_main(void *arg)
     /* Nothing we mount may propagate back to the host. */
     CHECK(SC5(SYS_mount, 0, "/", 0, MS_REC | MS_PRIVATE, 0), AGENTD_STAGE_MOUNT_PRIVATE, 0);
 
+    if (cfg->loopback_up) {
+        long s = SC3(SYS_socket, AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        CHECK(s, AGENTD_STAGE_LOOPBACK, 0);
+        struct ifreq ifr;
+        memset(&ifr, 0, sizeof ifr);
+        ifr.ifr_name[0] = 'l';
+        ifr.ifr_name[1] = 'o';
+        CHECK(SC3(SYS_ioctl, s, SIOCGIFFLAGS, &ifr), AGENTD_STAGE_LOOPBACK, 1);
+        ifr.ifr_flags |= IFF_UP;
+        CHECK(SC3(SYS_ioctl, s, SIOCSIFFLAGS, &ifr), AGENTD_STAGE_LOOPBACK, 2);
+        SC1(SYS_close, s);
+    }
+}
+
+/* Walk the mount plan. */
+static void child_plan(struct child_ctx *ctx, const struct agentd_spawn_config *cfg)
+{
     /* The plan sets modes exactly (device nodes are 0666). */
     SC1(SYS_umask, 0);
     for (int i = 0; i < cfg->n_ops; i++) {
@@ -161,20 +177,11 @@ static int child_main(void *arg)
             child_fail(ctx->report_fd, AGENTD_STAGE_PLAN, rc, i);
     }
     SC1(SYS_umask, 022);
+}
 
-    if (cfg->loopback_up) {
-        long s = SC3(SYS_socket, AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        CHECK(s, AGENTD_STAGE_LOOPBACK, 0);
-        struct ifreq ifr;
-        memset(&ifr, 0, sizeof ifr);
-        ifr.ifr_name[0] = 'l';
-        ifr.ifr_name[1] = 'o';
-        CHECK(SC3(SYS_ioctl, s, SIOCGIFFLAGS, &ifr), AGENTD_STAGE_LOOPBACK, 1);
-        ifr.ifr_flags |= IFF_UP;
-        CHECK(SC3(SYS_ioctl, s, SIOCSIFFLAGS, &ifr), AGENTD_STAGE_LOOPBACK, 2);
-        SC1(SYS_close, s);
-    }
-
+/* The new root: hostname, pivot_root, working directory. */
+static void child_pivot(struct child_ctx *ctx, const struct agentd_spawn_config *cfg)
+{
     if (cfg->hostname)
         CHECK(SC2(SYS_sethostname, cfg->hostname, strlen(cfg->hostname)), AGENTD_STAGE_HOSTNAME, 0);
 
@@ -186,11 +193,17 @@ static int child_main(void *arg)
     CHECK(SC1(SYS_chdir, "/"), AGENTD_STAGE_CHDIR, 0);
     if (cfg->workdir)
         CHECK(SC1(SYS_chdir, cfg->workdir), AGENTD_STAGE_CHDIR, 1);
+}
 
-    /* File descriptors: first lift every fd we keep above all targets, then
-     * place them, then close the rest of the daemon's table. */
+/* File descriptors: first lift every fd we keep above all targets, then
+ * place them (stdio, pass_fds at 3.., the report pipe, the program, and
+ * `extra_fd` when >= 0, the last three close-on-exec), then close the rest
+ * of the daemon's table.  Returns the program's new fd (or -1); the extra
+ * fd lands right after it. */
+static int child_place_fds(struct child_ctx *ctx, const struct agentd_spawn_config *cfg, int extra_fd)
+{
     int n = cfg->n_pass_fds;
-    int base = 3 + n + 2;
+    int base = 3 + n + 3;
     int highest = ctx->report_fd;
     for (int i = 0; i < 3; i++)
         if (cfg->stdio[i] > highest)
@@ -200,10 +213,12 @@ static int child_main(void *arg)
             highest = cfg->pass_fds[i];
     if (cfg->exec_fd > highest)
         highest = cfg->exec_fd;
+    if (extra_fd > highest)
+        highest = extra_fd;
     if (highest + 1 > base)
         base = highest + 1;
 
-    int hi_stdio[3], hi_pass[64], hi_report, hi_exec = -1;
+    int hi_stdio[3], hi_pass[64], hi_report, hi_exec = -1, hi_extra = -1;
     if (n > 64)
         child_fail(ctx->report_fd, AGENTD_STAGE_FDS, -EINVAL, 0);
     for (int i = 0; i < 3; i++) {
@@ -230,6 +245,11 @@ static int child_main(void *arg)
         CHECK(fd, AGENTD_STAGE_FDS, 4);
         hi_exec = (int)fd;
     }
+    if (extra_fd >= 0) {
+        long fd = SC3(SYS_fcntl, extra_fd, F_DUPFD_CLOEXEC, base);
+        CHECK(fd, AGENTD_STAGE_FDS, 12);
+        hi_extra = (int)fd;
+    }
     for (int i = 0; i < 3; i++) {
         if (hi_stdio[i] >= 0) {
             CHECK(SC3(SYS_dup3, hi_stdio[i], i, 0), AGENTD_STAGE_FDS, 5);
@@ -248,8 +268,15 @@ static int child_main(void *arg)
         CHECK(SC3(SYS_dup3, hi_exec, 4 + n, O_CLOEXEC), AGENTD_STAGE_FDS, 10);
         exec_fd = 4 + n;
     }
-    CHECK(SC3(SYS_close_range, 5 + n, ~0U, 0), AGENTD_STAGE_FDS, 11);
+    if (hi_extra >= 0)
+        CHECK(SC3(SYS_dup3, hi_extra, 5 + n, O_CLOEXEC), AGENTD_STAGE_FDS, 13);
+    CHECK(SC3(SYS_close_range, hi_extra >= 0 ? 6 + n : 5 + n, ~0U, 0), AGENTD_STAGE_FDS, 11);
+    return exec_fd;
+}
 
+/* The last steps: limits, a new session, no privileges, seccomp, exec. */
+static void child_exec(struct child_ctx *ctx, const struct agentd_spawn_config *cfg, int exec_fd)
+{
     for (int i = 0; i < cfg->n_rlimits; i++) {
         struct rlimit64 {
             unsigned long long cur, max;
@@ -257,8 +284,11 @@ static int child_main(void *arg)
         CHECK(SC4(SYS_prlimit64, 0, cfg->rlimits[i].resource, &lim, 0), AGENTD_STAGE_RLIMIT, i);
     }
 
-    /* A new session: no controlling terminal to inject input into (TIOCSTI). */
-    CHECK(SC0(SYS_setsid), AGENTD_STAGE_SETSID, 0);
+    /* A new session: no controlling terminal to inject input into (TIOCSTI).
+     * (A warm shell already made one while it waited.) */
+    long sid = SC0(SYS_setsid);
+    if (sid < 0 && sid != -EPERM)
+        child_fail(ctx->report_fd, AGENTD_STAGE_SETSID, sid, 0);
 
     /* Privileges: lock root out of capability gains, empty the bounding and
      * ambient sets, then every remaining set. */
@@ -290,6 +320,18 @@ static int child_main(void *arg)
     else
         rc = SC3(SYS_execve, cfg->exec_path, cfg->argv, cfg->envp);
     child_fail(ctx->report_fd, AGENTD_STAGE_EXEC, rc, 0);
+}
+
+static int child_main(void *arg)
+{
+    struct child_ctx *ctx = arg;
+    const struct agentd_spawn_config *cfg = ctx->cfg;
+    child_enter(ctx, cfg);
+    child_plan(ctx, cfg);
+    child_pivot(ctx, cfg);
+    /* After the pivot: stdio left unset opens the new root's /dev/null. */
+    int exec_fd = child_place_fds(ctx, cfg, -1);
+    child_exec(ctx, cfg, exec_fd);
     return 127;
 }
 
