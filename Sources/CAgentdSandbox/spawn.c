@@ -20,7 +20,9 @@
 #include <linux/securebits.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -518,8 +520,231 @@ const char *agentd_stage_name(int stage)
     case AGENTD_STAGE_NO_NEW_PRIVS: return "no_new_privs";
     case AGENTD_STAGE_SECCOMP: return "seccomp";
     case AGENTD_STAGE_EXEC: return "exec";
+    case AGENTD_STAGE_WARM: return "warm shell";
     default: return "unknown";
     }
+}
+
+/* ---- warm shells ------------------------------------------------------------ */
+
+/* Memory shared by agentd and one warm shell (the child runs CLONE_VM in our
+ * address space): malloc'd, freed once the shell has exec'd or exited. */
+struct warm_shared {
+    struct child_ctx ctx;
+    int claim_fd; /* the child's end of the claim socket, before placement */
+    /* The claim's config: stored (release) before the claim byte is sent,
+     * loaded (acquire) after it was received. */
+    const struct agentd_spawn_config *claim;
+};
+
+static int warm_main(void *arg)
+{
+    struct warm_shared *sh = arg;
+    struct child_ctx *ctx = &sh->ctx;
+    const struct agentd_spawn_config *cfg = ctx->cfg;
+    int param = 0; /* struct sched_param: one int */
+
+    /* Preparing and waiting is background work: it only takes a CPU that
+     * nothing else wants. */
+    SC3(SYS_sched_setscheduler, 0, SCHED_IDLE, &param);
+    child_enter(ctx, cfg);
+    child_plan(ctx, cfg);
+    int exec_fd = child_place_fds(ctx, cfg, sh->claim_fd);
+    int claim = 5 + cfg->n_pass_fds;
+    SC0(SYS_setsid);
+
+    struct child_report ready = {AGENTD_STAGE_NONE, 0, 0};
+    SC3(SYS_write, ctx->report_fd, &ready, sizeof ready);
+    char c;
+    long got;
+    do {
+        got = SC3(SYS_read, claim, &c, 1);
+    } while (got == -EINTR);
+    if (got != 1) /* released, or agentd is gone */
+        SC1(SYS_exit_group, 0);
+    SC1(SYS_close, claim);
+
+    /* Claimed: from here on this is a cold start's second half. */
+    const struct agentd_spawn_config *cl = __atomic_load_n(&sh->claim, __ATOMIC_ACQUIRE);
+    SC3(SYS_sched_setscheduler, 0, SCHED_OTHER, &param);
+    child_plan(ctx, cl);
+    child_pivot(ctx, cl);
+    /* stdio was the host's /dev/null while staging: the new root's now. */
+    long null = SC4(SYS_openat, AT_FDCWD, "/dev/null", O_RDWR | O_CLOEXEC, 0);
+    CHECK(null, AGENTD_STAGE_FDS, 6);
+    for (int i = 0; i < 3; i++)
+        CHECK(SC3(SYS_dup3, null, i, 0), AGENTD_STAGE_FDS, 7);
+    SC1(SYS_close, null);
+    child_exec(ctx, cl, exec_fd);
+    return 127;
+}
+
+static void warm_spend(struct agentd_warm *w, int kill)
+{
+    if (w->claim_fd >= 0)
+        close(w->claim_fd);
+    if (w->report_fd >= 0)
+        close(w->report_fd);
+    if (kill && w->pid > 0) {
+        if (w->pidfd >= 0)
+            syscall(SYS_pidfd_send_signal, w->pidfd, SIGKILL, NULL, 0);
+        int status;
+        while (waitpid(w->pid, &status, __WALL) < 0 && errno == EINTR) {
+        }
+        if (w->pidfd >= 0)
+            close(w->pidfd);
+    }
+    /* Only now that the child has exec'd or is reaped: it ran on these. */
+    if (w->stack)
+        munmap(w->stack, CHILD_STACK);
+    free(w->shared);
+    w->pid = -1;
+    w->pidfd = w->claim_fd = w->report_fd = -1;
+    w->stack = w->shared = NULL;
+}
+
+int agentd_warm_start(const struct agentd_spawn_config *cfg, struct agentd_warm *w,
+                      struct agentd_spawn_result *res)
+{
+    memset(res, 0, sizeof *res);
+    res->pid = -1;
+    res->pidfd = -1;
+    memset(w, 0, sizeof *w);
+    w->pid = -1;
+    w->pidfd = w->claim_fd = w->report_fd = -1;
+    res->stage = AGENTD_STAGE_CLONE;
+    if (cfg->clone_flags & CLONE_NEWUSER) { /* user namespace mode starts cold */
+        res->err = EINVAL;
+        return -1;
+    }
+    int report[2] = {-1, -1}, claim[2] = {-1, -1};
+    struct warm_shared *sh = calloc(1, sizeof *sh);
+    void *stack = NULL;
+    if (!sh || pipe2(report, O_CLOEXEC) < 0 ||
+        socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, claim) < 0 || !(stack = stack_alloc())) {
+        res->err = errno;
+        for (int i = 0; i < 2; i++) {
+            if (report[i] >= 0)
+                close(report[i]);
+            if (claim[i] >= 0)
+                close(claim[i]);
+        }
+        free(sh);
+        return -1;
+    }
+    sh->ctx.cfg = cfg;
+    sh->ctx.report_fd = report[1];
+    sh->ctx.sync_fd = -1;
+    sh->ctx.sync_write_fd = -1;
+    sh->claim_fd = claim[1];
+
+    int pidfd = -1;
+    struct clone_args args;
+    memset(&args, 0, sizeof args);
+    args.flags = CLONE_VM | CLONE_PIDFD | cfg->clone_flags;
+    if (cfg->cgroup_fd >= 0) {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = (uint64_t)cfg->cgroup_fd;
+    }
+    args.pidfd = (uint64_t)(uintptr_t)&pidfd;
+    args.exit_signal = SIGCHLD;
+    long pid = clone_child(&args, stack, warm_main, sh);
+    close(report[1]);
+    close(claim[1]);
+    w->claim_fd = claim[0];
+    w->report_fd = report[0];
+    w->stack = stack;
+    w->shared = sh;
+    if (pid < 0) {
+        res->err = (int)-pid;
+        warm_spend(w, 0);
+        return -1;
+    }
+    w->pid = (pid_t)pid;
+    w->pidfd = pidfd;
+
+    struct child_report rep;
+    ssize_t got;
+    do {
+        got = read(report[0], &rep, sizeof rep);
+    } while (got < 0 && errno == EINTR);
+    if (got == (ssize_t)sizeof rep && rep.stage == AGENTD_STAGE_NONE)
+        return 0;
+    if (got == (ssize_t)sizeof rep) {
+        res->stage = rep.stage;
+        res->err = rep.err;
+        res->err_index = rep.index;
+    } else {
+        res->stage = AGENTD_STAGE_WARM;
+        res->err = got < 0 ? errno : EPROTO;
+    }
+    warm_spend(w, 1);
+    return -1;
+}
+
+int agentd_warm_claim(struct agentd_warm *w, const struct agentd_spawn_config *cfg,
+                      struct agentd_spawn_result *res)
+{
+    memset(res, 0, sizeof *res);
+    res->pid = -1;
+    res->pidfd = -1;
+    struct warm_shared *sh = w->shared;
+    if (!sh || w->pid <= 0) {
+        res->stage = AGENTD_STAGE_WARM;
+        res->err = EINVAL;
+        return -1;
+    }
+    __atomic_store_n(&sh->claim, cfg, __ATOMIC_RELEASE);
+    ssize_t n;
+    do {
+        n = send(w->claim_fd, "c", 1, MSG_NOSIGNAL);
+    } while (n < 0 && errno == EINTR);
+    int failed = 0;
+    if (n != 1) {
+        res->stage = AGENTD_STAGE_WARM; /* EPIPE: the shell had died */
+        res->err = n < 0 ? errno : EIO;
+        failed = 1;
+    } else {
+        struct child_report rep;
+        ssize_t got;
+        do {
+            got = read(w->report_fd, &rep, sizeof rep);
+        } while (got < 0 && errno == EINTR);
+        if (got == (ssize_t)sizeof rep) {
+            res->stage = rep.stage;
+            res->err = rep.err;
+            res->err_index = rep.index;
+            failed = 1;
+        } else if (got != 0) {
+            res->stage = AGENTD_STAGE_WARM;
+            res->err = got < 0 ? errno : EPROTO;
+            failed = 1;
+        } else {
+            /* End of file: exec'd, or died (killed while it waited). */
+            siginfo_t si;
+            memset(&si, 0, sizeof si);
+            if (syscall(SYS_waitid, 3 /* P_PIDFD */, w->pidfd, &si, WEXITED | WNOHANG | WNOWAIT, NULL) == 0 &&
+                si.si_pid != 0) {
+                res->stage = AGENTD_STAGE_WARM;
+                res->err = ECHILD;
+                failed = 1;
+            }
+        }
+    }
+    if (failed) {
+        warm_spend(w, 1);
+        return -1;
+    }
+    res->pid = w->pid;
+    res->pidfd = w->pidfd;
+    w->pidfd = -1; /* the caller's now */
+    warm_spend(w, 0);
+    return 0;
+}
+
+void agentd_warm_release(struct agentd_warm *w)
+{
+    warm_spend(w, 1);
 }
 
 /* ---- helper namespaces ---------------------------------------------------- */

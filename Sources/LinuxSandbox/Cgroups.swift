@@ -43,6 +43,21 @@ protocol CgroupDriver: Sendable {
     func removeParentIfEmpty()
     /// Make empty cgroups ahead of need, off the start path (blocking).
     func prepareSpares(count: Int)
+    /// A cgroup for a warm shell, named `name` (a `warmPrefix` name, never a
+    /// sandbox id), and where the shell's process goes.
+    func prepareWarm(_ name: String) throws(SandboxError) -> CgroupPlacement
+    /// Hand a warm shell's cgroup to sandbox `id`, with its limits; returns
+    /// the cgroup's name from now on.  On failure it keeps `name`.
+    func claimWarm(_ name: String, as id: String, limits: ResourceLimits) throws(SandboxError) -> String
+}
+
+/// Cgroups of warm shells (and, on cgroup v2, where they cannot be renamed,
+/// of the sandboxes that claimed them) are named this prefix plus a random
+/// suffix: a leading dot is never a sandbox id.
+let warmCgroupPrefix = ".sandbox-"
+
+func isSandboxCgroupName(_ name: String) -> Bool {
+    SandboxID.isValid(name) || (name.hasPrefix(warmCgroupPrefix) && name.count > warmCgroupPrefix.count)
 }
 
 extension CgroupDriver {
@@ -275,6 +290,32 @@ final class CgroupV2Driver: CgroupDriver {
         let dir = path(name)
         if mkdir(dir, 0o755) < 0 && errno != EEXIST { throw Posix.error("mkdir \(dir)") }
         do {
+            try writeLimits(dir, limits)
+        } catch {
+            _ = rmdir(dir)
+            throw error
+        }
+    }
+
+    func prepareWarm(_ name: String) throws(SandboxError) -> CgroupPlacement {
+        let dir = path(name)
+        if mkdir(dir, 0o755) < 0 { throw Posix.error("mkdir \(dir)") }
+        do {
+            return try placement(name)
+        } catch {
+            _ = rmdir(dir)
+            throw error
+        }
+    }
+
+    /// v2 cgroups cannot be renamed: the sandbox keeps the shell's cgroup.
+    func claimWarm(_ name: String, as id: String, limits: ResourceLimits) throws(SandboxError) -> String {
+        try writeLimits(path(name), limits)
+        return name
+    }
+
+    private func writeLimits(_ dir: String, _ limits: ResourceLimits) throws(SandboxError) {
+        do {
             if let m = limits.memoryBytes { try Posix.writeFile(dir + "/memory.max", String(m)) }
             if let s = limits.swapBytes, Posix.exists(dir + "/memory.swap.max") {
                 try Posix.writeFile(dir + "/memory.swap.max", String(s))
@@ -284,9 +325,6 @@ final class CgroupV2Driver: CgroupDriver {
             if let w = limits.ioWeight, hasIO, Posix.exists(dir + "/io.weight") {
                 try Posix.writeFile(dir + "/io.weight", "default \(w)")
             }
-        } catch {
-            _ = rmdir(dir)
-            throw error
         }
     }
 
@@ -344,7 +382,7 @@ final class CgroupV2Driver: CgroupDriver {
     }
 
     func existing() -> [String] {
-        Posix.listDirectory(root).filter { Posix.isDirectory(root + "/" + $0) && SandboxID.isValid($0) }
+        Posix.listDirectory(root).filter { isSandboxCgroupName($0) && Posix.isDirectory(root + "/" + $0) }
     }
 
     func removeParentIfEmpty() {
@@ -433,6 +471,52 @@ final class CgroupV1Driver: CgroupDriver {
             }
         }
         do {
+            try writeLimits(name, limits)
+        } catch {
+            try? remove(name)
+            throw error
+        }
+    }
+
+    func prepareWarm(_ name: String) throws(SandboxError) -> CgroupPlacement {
+        for h in hierarchies {
+            let d = h + "/" + name
+            if mkdir(d, 0o755) < 0 {
+                let e = Posix.error("mkdir \(d)")
+                try? remove(name)
+                throw e
+            }
+        }
+        do {
+            return try placement(name)
+        } catch {
+            try? remove(name)
+            throw error
+        }
+    }
+
+    /// v1 cgroups can be renamed: the shell's becomes the sandbox's.
+    func claimWarm(_ name: String, as id: String, limits: ResourceLimits) throws(SandboxError) -> String {
+        var moved: [String] = []
+        for h in hierarchies {
+            guard rename(h + "/" + name, h + "/" + id) == 0 else {
+                let e = Posix.error("rename cgroup \(h)/\(name)")
+                for m in moved { _ = rename(m + "/" + id, m + "/" + name) }
+                throw e
+            }
+            moved.append(h)
+        }
+        do {
+            try writeLimits(id, limits)
+        } catch {
+            for m in moved { _ = rename(m + "/" + id, m + "/" + name) }
+            throw error
+        }
+        return id
+    }
+
+    private func writeLimits(_ name: String, _ limits: ResourceLimits) throws(SandboxError) {
+        do {
             if let d = dir("memory", name), let m = limits.memoryBytes {
                 try Posix.writeFile(d + "/memory.limit_in_bytes", String(m))
                 if Posix.exists(d + "/memory.memsw.limit_in_bytes") {
@@ -447,9 +531,6 @@ final class CgroupV1Driver: CgroupDriver {
                 try Posix.writeFile(d + "/cpu.cfs_period_us", "100000")
                 try Posix.writeFile(d + "/cpu.cfs_quota_us", String(c * 100))
             }
-        } catch {
-            try? remove(name)
-            throw error
         }
     }
 
@@ -533,7 +614,7 @@ final class CgroupV1Driver: CgroupDriver {
         guard let r = roots["freezer"] ?? hierarchies.first else { return [] }
         var names = Set<String>()
         for h in hierarchies + [r] {
-            for n in Posix.listDirectory(h) where Posix.isDirectory(h + "/" + n) && SandboxID.isValid(n) {
+            for n in Posix.listDirectory(h) where isSandboxCgroupName(n) && Posix.isDirectory(h + "/" + n) {
                 names.insert(n)
             }
         }
@@ -569,6 +650,8 @@ final class NoCgroupDriver: CgroupDriver {
     func kill(_ name: String) {}
     func usage(_ name: String) -> ResourceUsage { ResourceUsage() }
     func remove(_ name: String) throws(SandboxError) {}
+    func prepareWarm(_ name: String) throws(SandboxError) -> CgroupPlacement { CgroupPlacement() }
+    func claimWarm(_ name: String, as id: String, limits: ResourceLimits) throws(SandboxError) -> String { id }
     func existing() -> [String] { [] }
     func removeParentIfEmpty() {}
 }

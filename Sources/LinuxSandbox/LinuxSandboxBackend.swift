@@ -36,11 +36,16 @@ public struct LinuxSandboxConfig: Sendable {
     public var networkNamespacePool: Int
     /// Re-adopt sandboxes left running by a previous agentd (else stop them).
     public var adoptRunning: Bool
+    /// Warm shells kept ready (namespaces, cgroup, /proc, /dev, /sys made
+    /// ahead of need, see agentd_sandbox.h): a start claims one instead of
+    /// cloning, unless it asks for a user namespace.  0 turns them off.
+    public var warmPool: Int
 
     public init(stateDirectory: String, runDirectory: String? = nil, cgroupDriver: String = "auto",
                 cgroupParent: String = "auto", initBinary: String? = nil,
                 defaultLimits: ResourceLimits = .defaults, userNamespaceBase: UInt32 = 100_000,
-                userNamespaceSize: UInt32 = 65_536, networkNamespacePool: Int = 4, adoptRunning: Bool = true) {
+                userNamespaceSize: UInt32 = 65_536, networkNamespacePool: Int = 4, adoptRunning: Bool = true,
+                warmPool: Int = 2) {
         self.stateDirectory = stateDirectory
         self.runDirectory = runDirectory ?? stateDirectory + "/run"
         self.cgroupDriver = cgroupDriver
@@ -51,6 +56,7 @@ public struct LinuxSandboxConfig: Sendable {
         self.userNamespaceSize = userNamespaceSize
         self.networkNamespacePool = networkNamespacePool
         self.adoptRunning = adoptRunning
+        self.warmPool = warmPool
     }
 }
 
@@ -70,6 +76,9 @@ struct RuntimeRecord: Equatable {
     var startTime: UInt64
     var startedAt: Date
     var limits: ResourceLimits
+    /// The sandbox's cgroup (its id, or a warm shell's cgroup on v2; empty
+    /// without cgroups); nil in records written before warm shells.
+    var cgroup: String?
     /// The image version (real path) the sandbox's overlay was mounted on;
     /// nil in records written before images were versioned.
     var image: String?
@@ -77,28 +86,39 @@ struct RuntimeRecord: Equatable {
     var line: String {
         func f<T>(_ v: T?) -> String { v.map { "\($0)" } ?? "-" }
         let l = limits
+        let c = cgroup.map { $0.isEmpty ? "-" : $0 } ?? "-"
         return [
-            "1", "\(pid)", "\(startTime)", "\(Int64(startedAt.timeIntervalSince1970 * 1000))", f(l.memoryBytes),
-            f(l.swapBytes), f(l.pids), f(l.cpuMillis), f(l.ioWeight), f(l.openFiles), f(l.tmpBytes),
+            "2", "\(pid)", "\(startTime)", "\(Int64(startedAt.timeIntervalSince1970 * 1000))", f(l.memoryBytes),
+            f(l.swapBytes), f(l.pids), f(l.cpuMillis), f(l.ioWeight), f(l.openFiles), f(l.tmpBytes), c,
         ].joined(separator: " ") + (image.map { " " + $0 } ?? "") + "\n"
     }
 
-    init(pid: Int32, startTime: UInt64, startedAt: Date, limits: ResourceLimits, image: String?) {
+    init(pid: Int32, startTime: UInt64, startedAt: Date, limits: ResourceLimits, cgroup: String?, image: String?) {
         self.pid = pid
         self.startTime = startTime
         self.startedAt = startedAt
         self.limits = limits
+        self.cgroup = cgroup
         self.image = image
     }
 
     init?(line: String) {
         let f = line.trimmed.split(separator: " ").map(String.init)
-        // Eleven fields, then (since images are versioned) the image path,
-        // which is the rest of the line.
-        guard f.count >= 11, f[0] == "1", let pid = Int32(f[1]), let st = UInt64(f[2]), let ms = Int64(f[3]) else {
+        // Version 1: eleven fields, then (since images are versioned) the
+        // image path, which is the rest of the line.  Version 2 has the
+        // cgroup's name ("-": none) before the image.
+        guard f.count >= 11, f[0] == "1" || f[0] == "2", let pid = Int32(f[1]), let st = UInt64(f[2]),
+              let ms = Int64(f[3]) else {
             return nil
         }
-        image = f.count > 11 ? f[11...].joined(separator: " ") : nil
+        var rest = 11
+        cgroup = nil
+        if f[0] == "2" {
+            guard f.count >= 12 else { return nil }
+            cgroup = f[11] == "-" ? "" : f[11]
+            rest = 12
+        }
+        image = f.count > rest ? f[rest...].joined(separator: " ") : nil
         self.pid = pid
         startTime = st
         startedAt = Date(timeIntervalSince1970: Double(ms) / 1000)
@@ -116,14 +136,19 @@ final class SandboxRuntime: Sendable {
     let limits: ResourceLimits
     /// The image version it runs on (nil: adopted from before versioning).
     let image: String?
+    /// Its cgroup's name: the sandbox id, or on cgroup v2 the cgroup of the
+    /// warm shell it started from.
+    let cgroup: String
     private let exitWaiters = Mutex<(exited: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
 
-    init(pid: pid_t, pidfd: Int32, channel: InitChannel, startedAt: Date, limits: ResourceLimits, image: String?) {
+    init(pid: pid_t, pidfd: Int32, channel: InitChannel, startedAt: Date, limits: ResourceLimits, cgroup: String,
+         image: String?) {
         self.pid = pid
         self.pidfd = pidfd
         self.channel = channel
         self.startedAt = startedAt
         self.limits = limits
+        self.cgroup = cgroup
         self.image = image
     }
 
@@ -158,12 +183,12 @@ final class SandboxRuntime: Sendable {
 public actor LinuxSandboxBackend: SandboxBackend {
     public nonisolated let config: LinuxSandboxConfig
     let logger: Logger
-    let cgroups: any CgroupDriver
+    nonisolated let cgroups: any CgroupDriver
     let seccomp: SeccompProgram
-    let initBinary: InitBinary
+    nonisolated let initBinary: InitBinary
     let images: ImageStore
     let reaper: Reaper
-    let lastCap: Int32
+    nonisolated let lastCap: Int32
     let group: any EventLoopGroup
     /// One thread of its own for the pools' refills (spare cgroups, network
     /// namespaces), which run at SCHED_IDLE and may wait long for a CPU on a
@@ -182,6 +207,18 @@ public actor LinuxSandboxBackend: SandboxBackend {
     private var closing = false
     private var userns: Int32 = -1
     private var idmappedImages: [String: Int32] = [:]
+    /// Warm shells ready to be claimed, and the cgroups of those plus of
+    /// the one being made (not sandboxes' yet: leak checks leave them out).
+    private var warmShells: [WarmShell] = []
+    private var warmCgroups: Set<String> = []
+    /// The last warm shell could not be made: none is tried again until the
+    /// next start (no retry loop on a host where they cannot work).
+    private var warmFailing = false
+    private var warmStarts = 0
+    private var coldStarts = 0
+    /// Where warm shells stage /proc, /dev and /sys (a tmpfs each mounts
+    /// over it in its own mount namespace; on the host it stays empty).
+    nonisolated var warmStagingDirectory: String { config.runDirectory + "/warm" }
 
     struct Entry {
         var record: SandboxRecord
@@ -206,7 +243,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
         let cgroups = try CgroupDetection.driver(choice: choice, parent: config.cgroupParent)
         let backend = try LinuxSandboxBackend(config: config, logger: logger, cgroups: cgroups)
         try await backend.recover()
-        await backend.refillNetworkPool()
+        await backend.refillPools()
         return backend
     }
 
@@ -224,7 +261,8 @@ public actor LinuxSandboxBackend: SandboxBackend {
         self.hostMemory = UInt64(sysconf(Int32(_SC_PHYS_PAGES))) * UInt64(sysconf(Int32(_SC_PAGESIZE)))
         self.hostCPUs = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
         for (dir, mode) in [(config.stateDirectory, 0o711), (config.stateDirectory + "/sandboxes", 0o711),
-                            (config.stateDirectory + "/images", 0o755), (config.runDirectory, 0o700)] {
+                            (config.stateDirectory + "/images", 0o755), (config.runDirectory, 0o700),
+                            (config.runDirectory + "/warm", 0o700)] {
             try Posix.makeDirectories(dir, mode: mode_t(mode))
             _ = chmod(dir, mode_t(mode))
         }
@@ -241,6 +279,8 @@ public actor LinuxSandboxBackend: SandboxBackend {
     /// Stop the reaper and release namespaces (tests make many backends).
     /// Running sandboxes keep running; `stopAll()` stops them first.
     public func shutdown() {
+        closing = true
+        discardWarmShells()
         reaper.shutdown()
         background.shutdownGracefully { _ in }
         netnsPool.forEach(Posix.close)
@@ -257,13 +297,30 @@ public actor LinuxSandboxBackend: SandboxBackend {
     public func close() async {
         closing = true
         await refillTask?.value
+        discardWarmShells()
         await stopAll()
         cgroups.removeParentIfEmpty()
         shutdown()
     }
 
     /// Names of sandbox cgroups that exist now (for leak checks).
-    public func cgroupNames() -> [String] { cgroups.existing() }
+    public func cgroupNames() -> [String] { cgroups.existing().filter { !warmCgroups.contains($0) } }
+
+    /// How many starts claimed a warm shell and how many cloned cold.
+    public func startCounts() -> (warm: Int, cold: Int) { (warmStarts, coldStarts) }
+
+    /// The cgroup of a running sandbox (its id, or on cgroup v2 the warm
+    /// shell's cgroup it started in).
+    func runtimeCgroup(_ id: SandboxID) -> String? { entries[id]?.runtime?.cgroup }
+
+    /// The warm shells waiting in the pool.
+    var pooledWarmShells: [WarmShell] { warmShells }
+
+    /// Wait until the pools (warm shells, network namespaces, spare cgroups)
+    /// are full again: benchmarks time starts on a settled host.
+    public func settlePools() async {
+        while refilling, let task = refillTask { await task.value }
+    }
 
     public func stopAll() async {
         for id in entries.keys.sorted() where entries[id]?.runtime != nil {
@@ -367,6 +424,107 @@ public actor LinuxSandboxBackend: SandboxBackend {
         let imagePath = try images.path(for: spec.image)
         let l = layout(id)
 
+        var started: (pid: pid_t, pidfd: Int32, channel: Int32, cgroup: String)? = nil
+        warmFailing = false
+        if !spec.userNamespace, let shell = warmShells.popLast() {
+            warmCgroups.remove(shell.cgroup)
+            refillPools()
+            started = await claim(shell, id: id, spec: spec, limits: limits, imagePath: imagePath, layout: l)
+        }
+        let s: (pid: pid_t, pidfd: Int32, channel: Int32, cgroup: String)
+        if let started {
+            s = started
+            warmStarts += 1
+        } else {
+            s = try await coldStart(id, spec: spec, limits: limits, imagePath: imagePath, layout: l)
+            coldStarts += 1
+        }
+
+        let runtime = SandboxRuntime(pid: s.pid, pidfd: s.pidfd, channel: InitChannel(fd: s.channel),
+                                     startedAt: Date(), limits: limits, cgroup: s.cgroup, image: imagePath)
+        let rec = RuntimeRecord(pid: s.pid, startTime: Self.startTime(of: s.pid) ?? 0,
+                                startedAt: runtime.startedAt, limits: limits, cgroup: s.cgroup, image: imagePath)
+        // On the run directory (tmpfs): a reboot forgets it, as it should.  A
+        // plain write: a torn record only means the sandbox is not re-adopted.
+        if let fd = try? Posix.open(runtimeRecordPath(id), O_WRONLY | O_CREAT | O_TRUNC, 0o600) {
+            try? Posix.write(fd, rec.line, what: runtimeRecordPath(id))
+            Posix.close(fd)
+        }
+        entries[id]?.runtime = runtime
+        entries[id]?.paused = false
+        watch(id, runtime)
+        logger.debug("sandbox started", metadata: ["sandbox": "\(id)", "pid": "\(s.pid)",
+                                                   "warm": "\(started != nil)"])
+        refillPools()
+    }
+
+    /// The init's control channel: agentd's end (a big send buffer, so a
+    /// request never blocks on a busy init, and a send timeout) and init's.
+    static func initChannelPair() throws(SandboxError) -> (agentd: Int32, initEnd: Int32) {
+        var pair: [Int32] = [-1, -1]
+        try Posix.check(socketpair(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair),
+                        "socketpair")
+        var sndbuf: Int32 = 1 << 20
+        _ = setsockopt(pair[0], SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf, socklen_t(4))
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        _ = setsockopt(pair[0], SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        return (pair[0], pair[1])
+    }
+
+    /// The session's half of a start, for a claimed shell or a cold one:
+    /// hostname, working directory, limits, privileges, seccomp, init.
+    private func sessionSpawnSpec(_ flags: UInt64, root: String, spec: SandboxSpec, limits: ResourceLimits)
+        -> SpawnSpec
+    {
+        var s = SpawnSpec(cloneFlags: flags, newRoot: root, lastCap: lastCap, argv: ["agentd-init"])
+        s.workdir = spec.workdir
+        s.hostname = spec.hostname
+        s.rlimits = [
+            (Int32(RLIMIT_NOFILE.rawValue), UInt64(limits.openFiles ?? 1024), UInt64(limits.openFiles ?? 1024)),
+            (Int32(RLIMIT_CORE.rawValue), 0, 0),
+        ]
+        s.seccomp = seccomp
+        s.stdio = [-1, -1, -1]
+        s.execFD = initBinary.fd
+        return s
+    }
+
+    /// Start `id` from a warm shell; nil when the shell could not be used
+    /// (it is gone then, with its cgroup and socket), and the start goes cold.
+    private func claim(_ shell: WarmShell, id: SandboxID, spec: SandboxSpec, limits: ResourceLimits,
+                       imagePath: String, layout l: SandboxLayout) async
+        -> (pid: pid_t, pidfd: Int32, channel: Int32, cgroup: String)?
+    {
+        var cgroup = shell.cgroup
+        var socket = shell.socketPath
+        let discard = { [cgroups, logger] (why: String) in
+            logger.warning("a warm sandbox shell could not be used; starting cold",
+                           metadata: ["sandbox": "\(id)", "reason": "\(why)"])
+            shell.release()
+            try? cgroups.remove(cgroup)
+            _ = unlink(socket)
+            Posix.close(shell.channelFD)
+        }
+        do {
+            cgroup = try cgroups.claimWarm(shell.cgroup, as: id.rawValue, limits: limits)
+            try Posix.check(rename(shell.socketPath, socketPath(id)), "rename \(shell.socketPath)")
+            socket = socketPath(id)
+            var s = sessionSpawnSpec(0, root: l.root, spec: spec, limits: limits)
+            s.ops = MountPlan.claim(layout: l, imagePath: imagePath, spec: spec, limits: limits,
+                                    staging: warmStagingDirectory)
+            let claimSpec = s
+            let spawned = try await NIOThreadPool.singleton.runIfActive { try Spawner.claim(shell, claimSpec) }
+            return (spawned.pid, spawned.pidfd, shell.channelFD, cgroup)
+        } catch {
+            discard("\(error)")
+            return nil
+        }
+    }
+
+    private func coldStart(_ id: SandboxID, spec: SandboxSpec, limits: ResourceLimits, imagePath: String,
+                           layout l: SandboxLayout) async throws
+        -> (pid: pid_t, pidfd: Int32, channel: Int32, cgroup: String)
+    {
         var lowerTree: Int32? = nil
         if spec.userNamespace { lowerTree = try idmappedImage(imagePath) }
 
@@ -376,21 +534,16 @@ public actor LinuxSandboxBackend: SandboxBackend {
 
         let placement: CgroupPlacement
         let listenFD: Int32
-        var pair: [Int32] = [-1, -1]
+        let pair: (agentd: Int32, initEnd: Int32)
         do {
             placement = try cgroups.placement(id.rawValue)
-            listenFD = try listenSocket(socketPath(id))
+            listenFD = try Self.listenSocket(socketPath(id))
             cleanup.append { [path = socketPath(id)] in _ = unlink(path) }
-            try Posix.check(socketpair(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair),
-                            "socketpair")
+            pair = try Self.initChannelPair()
         } catch {
             undo()
             throw error
         }
-        var sndbuf: Int32 = 1 << 20
-        _ = setsockopt(pair[0], SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf, socklen_t(4))
-        var timeout = timeval(tv_sec: 5, tv_usec: 0)
-        _ = setsockopt(pair[0], SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
 
         var flags = CloneFlag.newNS | CloneFlag.newPID | CloneFlag.newUTS | CloneFlag.newIPC
         if !placement.unshareNamespaceAfterAttach { flags |= CloneFlag.newCgroup }
@@ -405,7 +558,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
             flags |= CloneFlag.newNet
         }
 
-        var s = SpawnSpec(cloneFlags: flags, newRoot: l.root, lastCap: lastCap, argv: ["agentd-init"])
+        var s = sessionSpawnSpec(flags, root: l.root, spec: spec, limits: limits)
         s.placement = placement
         s.netnsFD = netns
         // A pooled namespace's loopback is already up (agentd_netns_create);
@@ -417,16 +570,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
             s.gidMap = map
         }
         s.ops = MountPlan.build(layout: l, imagePath: imagePath, lowerTreeFD: lowerTree, spec: spec, limits: limits)
-        s.workdir = spec.workdir
-        s.hostname = spec.hostname
-        s.rlimits = [
-            (Int32(RLIMIT_NOFILE.rawValue), UInt64(limits.openFiles ?? 1024), UInt64(limits.openFiles ?? 1024)),
-            (Int32(RLIMIT_CORE.rawValue), 0, 0),
-        ]
-        s.seccomp = seccomp
-        s.stdio = [-1, -1, -1]
-        s.passFDs = [listenFD, pair[1]]
-        s.execFD = initBinary.fd
+        s.passFDs = [listenFD, pair.initEnd]
 
         let spawned: (pid: pid_t, pidfd: Int32)
         do {
@@ -434,33 +578,13 @@ public actor LinuxSandboxBackend: SandboxBackend {
             spawned = try await NIOThreadPool.singleton.runIfActive { try Spawner.spawn(spec) }
         } catch {
             placement.close()
-            Posix.close(listenFD)
-            Posix.close(pair[0])
-            Posix.close(pair[1])
-            Posix.close(netns)
+            [listenFD, pair.agentd, pair.initEnd, netns].forEach(Posix.close)
             undo()
             throw error
         }
         placement.close()
-        Posix.close(listenFD)
-        Posix.close(pair[1])
-        Posix.close(netns)
-
-        let runtime = SandboxRuntime(pid: spawned.pid, pidfd: spawned.pidfd, channel: InitChannel(fd: pair[0]),
-                                     startedAt: Date(), limits: limits, image: imagePath)
-        let rec = RuntimeRecord(pid: spawned.pid, startTime: Self.startTime(of: spawned.pid) ?? 0,
-                                startedAt: runtime.startedAt, limits: limits, image: imagePath)
-        // On the run directory (tmpfs): a reboot forgets it, as it should.  A
-        // plain write: a torn record only means the sandbox is not re-adopted.
-        if let fd = try? Posix.open(runtimeRecordPath(id), O_WRONLY | O_CREAT | O_TRUNC, 0o600) {
-            try? Posix.write(fd, rec.line, what: runtimeRecordPath(id))
-            Posix.close(fd)
-        }
-        entries[id]?.runtime = runtime
-        entries[id]?.paused = false
-        watch(id, runtime)
-        logger.debug("sandbox started", metadata: ["sandbox": "\(id)", "pid": "\(spawned.pid)"])
-        refillNetworkPool()
+        [listenFD, pair.initEnd, netns].forEach(Posix.close)
+        return (spawned.pid, spawned.pidfd, pair.agentd, id.rawValue)
     }
 
     private func watch(_ id: SandboxID, _ runtime: SandboxRuntime) {
@@ -481,8 +605,9 @@ public actor LinuxSandboxBackend: SandboxBackend {
     }
 
     private func finishStop(_ id: SandboxID) {
+        let cgroup = entries[id]?.runtime?.cgroup ?? id.rawValue
         do {
-            try cgroups.remove(id.rawValue)
+            try cgroups.remove(cgroup)
         } catch {
             logger.error("could not remove the sandbox's cgroup", metadata: ["sandbox": "\(id)", "error": "\(error)"])
         }
@@ -542,8 +667,8 @@ public actor LinuxSandboxBackend: SandboxBackend {
         // SIGKILL to PID 1 of the namespace kills every process in it; the
         // cgroup kill catches anything that could have escaped it.
         _ = agentd_pidfd_signal(runtime.pidfd, SIGKILL)
-        cgroups.kill(id.rawValue)
-        if entries[id]?.paused == true { try? cgroups.thaw(id.rawValue) }
+        cgroups.kill(runtime.cgroup)
+        if entries[id]?.paused == true { try? cgroups.thaw(runtime.cgroup) }
         await runtime.waitForExit()
         if let current = entries[id]?.runtime, current === runtime { finishStop(id) }
     }
@@ -551,18 +676,18 @@ public actor LinuxSandboxBackend: SandboxBackend {
     public func pause(_ id: SandboxID) async throws {
         await settle(id)
         guard let entry = entries[id] else { throw notFound(id) }
-        guard entry.runtime != nil else { throw SandboxError(.conflict, "sandbox \(id) is not running") }
+        guard let runtime = entry.runtime else { throw SandboxError(.conflict, "sandbox \(id) is not running") }
         if entry.paused { return }
-        try cgroups.freeze(id.rawValue)
+        try cgroups.freeze(runtime.cgroup)
         entries[id]?.paused = true
     }
 
     public func resume(_ id: SandboxID) async throws {
         await settle(id)
         guard let entry = entries[id] else { throw notFound(id) }
-        guard entry.runtime != nil else { throw SandboxError(.conflict, "sandbox \(id) is not running") }
+        guard let runtime = entry.runtime else { throw SandboxError(.conflict, "sandbox \(id) is not running") }
         guard entry.paused else { return }
-        try cgroups.thaw(id.rawValue)
+        try cgroups.thaw(runtime.cgroup)
         entries[id]?.paused = false
     }
 
@@ -587,7 +712,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
         let state: SandboxState = e.runtime == nil ? .stopped : (e.paused ? .paused : .running)
         let limits = e.runtime?.limits ?? e.record.spec.limits.resolved(over: config.defaultLimits)
         return SandboxStatus(id: e.record.id, state: state, spec: e.record.spec, limits: limits,
-                             usage: e.runtime == nil ? nil : cgroups.usage(e.record.id.rawValue),
+                             usage: e.runtime.map { cgroups.usage($0.cgroup) },
                              startedAt: e.runtime?.startedAt, createdAt: e.record.createdAt)
     }
 
@@ -776,15 +901,27 @@ public actor LinuxSandboxBackend: SandboxBackend {
         netnsPool.popLast()
     }
 
-    /// Keep `networkNamespacePool` namespaces and as many spare cgroups
-    /// ready, made off the start path.
-    func refillNetworkPool() {
+    /// Keep `warmPool` warm shells, `networkNamespacePool` namespaces and as
+    /// many spare cgroups ready, made off the start path.
+    func refillPools() {
         guard !refilling, !closing else { return }
         refilling = true
         let cgroups = self.cgroups
         let spares = config.networkNamespacePool
+        let made = WarmShellFactory(cgroups: cgroups, runDirectory: config.runDirectory,
+                                    staging: warmStagingDirectory, initFD: initBinary.fd, lastCap: lastCap)
         refillTask = Task.detached(priority: .utility) { [weak self] in
             guard let self else { return }
+            while let name = await self.nextWarmCgroup() {
+                let shell: WarmShell?
+                do {
+                    shell = try await self.background.runIfActive { try made.make(cgroup: name) }
+                } catch {
+                    await self.warmFailed(name, error)
+                    break
+                }
+                guard await self.addWarm(shell, name) else { break }
+            }
             try? await self.background.runIfActive { cgroups.prepareSpares(count: spares) }
             while await self.needsNetns() {
                 let fd = (try? await self.background.runIfActive { agentd_netns_create() }) ?? -1
@@ -797,7 +934,48 @@ public actor LinuxSandboxBackend: SandboxBackend {
 
     private func needsNetns() -> Bool { !closing && netnsPool.count < config.networkNamespacePool }
     private func addNetns(_ fd: Int32) { netnsPool.append(fd) }
-    private func doneRefilling() { refilling = false }
+    private func doneRefilling() {
+        refilling = false
+        // A start may have taken from a pool after its loop had ended.
+        if needsWarm() || needsNetns() { refillPools() }
+    }
+
+    /// The cgroup name of the next warm shell to make, or nil when the pool
+    /// is full.
+    private func nextWarmCgroup() -> String? {
+        guard needsWarm() else { return nil }
+        let name = warmCgroupPrefix + String(UInt64.random(in: 0...UInt64.max), radix: 36)
+        warmCgroups.insert(name)
+        return name
+    }
+
+    private func addWarm(_ shell: WarmShell?, _ name: String) -> Bool {
+        guard let shell, !closing else {
+            warmCgroups.remove(name)
+            if let shell { WarmShellFactory.discard(shell, cgroups: cgroups) }
+            return false
+        }
+        warmShells.append(shell)
+        return true
+    }
+
+    private func needsWarm() -> Bool { !closing && !warmFailing && warmCgroups.count < config.warmPool }
+
+    private func warmFailed(_ name: String, _ error: any Error) {
+        warmCgroups.remove(name)
+        warmFailing = true
+        // Starts go cold meanwhile; the next start tries again.
+        logger.warning("could not prepare a warm sandbox shell", metadata: ["error": "\(error)"])
+    }
+
+    private func discardWarmShells() {
+        let shells = warmShells
+        warmShells = []
+        for shell in shells {
+            warmCgroups.remove(shell.cgroup)
+            WarmShellFactory.discard(shell, cgroups: cgroups)
+        }
+    }
 
     // MARK: user namespaces
 
@@ -821,7 +999,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
 
     // MARK: sockets
 
-    private func listenSocket(_ path: String) throws(SandboxError) -> Int32 {
+    static func listenSocket(_ path: String) throws(SandboxError) -> Int32 {
         let s = socket(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard s >= 0 else { throw Posix.error("socket") }
         _ = unlink(path)
@@ -869,7 +1047,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
             var entry = Entry(record: record)
             if let runtime = adopt(id) {
                 entry.runtime = runtime
-                entry.paused = cgroups.isFrozen(id.rawValue)
+                entry.paused = cgroups.isFrozen(runtime.cgroup)
                 entries[id] = entry
                 watch(id, runtime)
                 if !config.adoptRunning {
@@ -882,11 +1060,15 @@ public actor LinuxSandboxBackend: SandboxBackend {
             }
         }
         collectImageGarbage(leftovers: true)
-        // Leftovers: cgroups and sockets of sandboxes that are not running.
-        for name in cgroups.existing() {
-            guard let id = try? SandboxID(name), entries[id]?.runtime == nil else { continue }
+        // Leftovers: cgroups and sockets of sandboxes that are not running,
+        // and of warm shells (they exited with the agentd that made them).
+        let inUse = Set(entries.values.compactMap { $0.runtime?.cgroup })
+        for name in cgroups.existing() where !inUse.contains(name) {
             logger.info("removing a leftover sandbox cgroup", metadata: ["cgroup": "\(name)"])
             try? cgroups.remove(name)
+        }
+        for file in Posix.listDirectory(config.runDirectory) where file.hasPrefix(".warm-") {
+            _ = unlink(config.runDirectory + "/" + file)
         }
         for file in Posix.listDirectory(config.runDirectory) {
             let base = file.hasSuffix(".sock") || file.hasSuffix(".run") ? String(file.split(separator: ".")[0]) : nil
@@ -911,8 +1093,9 @@ public actor LinuxSandboxBackend: SandboxBackend {
             Posix.close(pidfd)
             return nil
         }
+        let cgroup = rec.cgroup.flatMap { $0.isEmpty ? nil : $0 } ?? id.rawValue
         return SandboxRuntime(pid: rec.pid, pidfd: pidfd, channel: channel, startedAt: rec.startedAt, limits: rec.limits,
-                              image: rec.image)
+                              cgroup: cgroup, image: rec.image)
     }
 }
 

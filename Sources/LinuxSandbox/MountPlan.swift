@@ -61,21 +61,51 @@ enum MountPlan {
             | UInt64(minor & 0xff)
     }
 
-    /// The whole plan for one start.
+    static let msMove: UInt = 8192
+
+    /// The whole plan for one cold start: the session's root, then the
+    /// kernel file systems mounted into it, then what depends on the session.
     /// - lowerTreeFD: a detached idmapped tree of the image (user namespace mode).
     static func build(layout: SandboxLayout, imagePath: String, lowerTreeFD: Int32?, spec: SandboxSpec,
                       limits: ResourceLimits) -> [PlanOp] {
-        let root = layout.root
-        let userns = spec.userNamespace
-        var ops: [PlanOp] = []
+        rootOps(layout: layout, imagePath: imagePath, lowerTreeFD: lowerTreeFD, spec: spec)
+            + kernelFileSystems(under: layout.root, userNamespace: spec.userNamespace)
+            + sessionOps(root: layout.root, spec: spec, limits: limits)
+    }
 
+    /// What a warm shell mounts before it is claimed: a small tmpfs at
+    /// `directory` (a host directory, mounted over in the shell's own mount
+    /// namespace only) holding its /proc, /dev and /sys.
+    static func staging(_ directory: String) -> [PlanOp] {
+        [.mount(source: "tmpfs", target: directory, fstype: "tmpfs", flags: msNosuid | msNodev | msNoexec,
+                data: "mode=700,size=16384,nr_inodes=16")]
+            + ["/proc", "/dev", "/sys"].map { PlanOp.mkdir(directory + $0) }
+            + kernelFileSystems(under: directory, userNamespace: false)
+    }
+
+    /// A warm shell's claim: the session's root, the staged /proc, /dev and
+    /// /sys moved into it (with the masks mounted on them), the rest as cold.
+    static func claim(layout: SandboxLayout, imagePath: String, spec: SandboxSpec, limits: ResourceLimits,
+                      staging: String) -> [PlanOp] {
+        rootOps(layout: layout, imagePath: imagePath, lowerTreeFD: nil, spec: spec)
+            + ["/proc", "/dev", "/sys"].map {
+                PlanOp.mount(source: staging + $0, target: layout.root + $0, fstype: nil, flags: msMove, data: nil)
+            }
+            + sessionOps(root: layout.root, spec: spec, limits: limits)
+    }
+
+    /// The overlay root and the mount points the image lacks.
+    private static func rootOps(layout: SandboxLayout, imagePath: String, lowerTreeFD: Int32?,
+                                spec: SandboxSpec) -> [PlanOp] {
+        let root = layout.root
+        var ops: [PlanOp] = []
         var lowerdir = imagePath
         if let fd = lowerTreeFD {
             ops.append(.moveMount(fd: fd, target: layout.lower))
             lowerdir = layout.lower
         }
         var overlay = "lowerdir=\(lowerdir),upperdir=\(layout.upper),workdir=\(layout.work)"
-        if userns { overlay += ",userxattr" }
+        if spec.userNamespace { overlay += ",userxattr" }
         ops.append(.mount(source: "overlay", target: root, fstype: "overlay", flags: 0, data: overlay))
         // Mount points the image lacks are made in the upper layer.
         var dirs = ["/proc", "/dev", "/sys", "/tmp", "/workspace"]
@@ -85,7 +115,13 @@ enum MountPlan {
             if !dirs.contains(walked) { dirs.append(walked) }
         }
         for d in dirs where !Posix.isDirectory(imagePath + d) { ops.append(.mkdir(root + d)) }
+        return ops
+    }
 
+    /// /proc of the sandbox's pid namespace (masked), a minimal /dev and a
+    /// read-only /sys, under `root`.
+    private static func kernelFileSystems(under root: String, userNamespace userns: Bool) -> [PlanOp] {
+        var ops: [PlanOp] = []
         // /proc of the sandbox's own pid namespace.
         ops.append(.mount(source: "proc", target: root + "/proc", fstype: "proc",
                           flags: msNosuid | msNodev | msNoexec, data: nil))
@@ -116,11 +152,6 @@ enum MountPlan {
             ops.append(.symlink(target: target, at: dev + "/" + name))
         }
 
-        // A private /tmp.
-        let tmpSize = limits.tmpBytes ?? (256 << 20)
-        ops.append(.mount(source: "tmpfs", target: root + "/tmp", fstype: "tmpfs", flags: msNosuid | msNodev,
-                          data: "mode=1777,size=\(tmpSize)"))
-
         // /sys read-only (it shows the sandbox's own network namespace).
         ops.append(.mount(source: "sysfs", target: root + "/sys", fstype: "sysfs",
                           flags: msRdonly | msNosuid | msNodev | msNoexec, data: nil))
@@ -141,7 +172,15 @@ enum MountPlan {
                               flags: msBind | msRemount | msRdonly | msNosuid | msNodev | msNoexec, data: nil,
                               optional: true))
         }
+        return ops
+    }
 
+    /// A private /tmp of the session's size, and the read-only root option.
+    private static func sessionOps(root: String, spec: SandboxSpec, limits: ResourceLimits) -> [PlanOp] {
+        var ops: [PlanOp] = []
+        let tmpSize = limits.tmpBytes ?? (256 << 20)
+        ops.append(.mount(source: "tmpfs", target: root + "/tmp", fstype: "tmpfs", flags: msNosuid | msNodev,
+                          data: "mode=1777,size=\(tmpSize)"))
         if spec.readOnlyRoot {
             // /workspace becomes its own (writable) mount before the root goes read-only.
             ops.append(.mount(source: root + "/workspace", target: root + "/workspace", fstype: nil, flags: msBind,
@@ -196,7 +235,8 @@ extension PlanOp {
 
     var summary: String {
         switch self {
-        case let .mount(source, target, fstype, _, _, _):
+        case let .mount(source, target, fstype, flags, _, _):
+            if flags & MountPlan.msMove != 0 { return "move \(source ?? "") to \(target)" }
             return "mount \(fstype ?? "bind") \(source ?? "") on \(target)"
         case let .mkdir(t, _): return "mkdir \(t)"
         case let .mknod(t, _, _): return "mknod \(t)"

@@ -44,6 +44,32 @@ enum Spawner {
     /// Clone, set up and exec.  Blocks the calling thread until the child has
     /// exec'd (about a millisecond): call it from a thread that may block.
     static func spawn(_ s: SpawnSpec) throws(SandboxError) -> (pid: pid_t, pidfd: Int32) {
+        var result = agentd_spawn_result()
+        let rc = withConfig(s) { agentd_spawn($0, &result) }
+        guard rc == 0 else { throw failure(result, s) }
+        return (result.pid, result.pidfd)
+    }
+
+    /// Clone a warm shell (see agentd_warm_start): blocks until it is ready.
+    static func warm(_ s: SpawnSpec) throws(SandboxError) -> agentd_warm {
+        var result = agentd_spawn_result()
+        var w = agentd_warm()
+        let rc = withConfig(s) { agentd_warm_start($0, &w, &result) }
+        guard rc == 0 else { throw failure(result, s, warm: true) }
+        return w
+    }
+
+    /// Claim a warm shell with the session's half of a start (`s`: plan,
+    /// root, hostname, limits, privileges).  The shell is spent either way.
+    static func claim(_ shell: WarmShell, _ s: SpawnSpec) throws(SandboxError) -> (pid: pid_t, pidfd: Int32) {
+        var result = agentd_spawn_result()
+        let rc = withConfig(s) { cfg in shell.withHandle { agentd_warm_claim(&$0, cfg, &result) } }
+        guard rc == 0 else { throw failure(result, s) }
+        return (result.pid, result.pidfd)
+    }
+
+    /// `s` as the C config, valid during `body`.
+    private static func withConfig<R>(_ s: SpawnSpec, _ body: (UnsafePointer<agentd_spawn_config>) -> R) -> R {
         let arena = CArena()
         let ops = arena.array(s.ops.map { $0.cValue(arena) })
         let attach = arena.array(s.placement.attachFDs)
@@ -76,23 +102,20 @@ enum Spawner {
         cfg.exec_path = UnsafePointer(arena.optionalString(s.execPath))
         cfg.argv = UnsafePointer(arena.stringArray(s.argv))
         cfg.envp = UnsafePointer(arena.stringArray(s.envp))
+        return withExtendedLifetime((arena, s.seccomp)) { body(&cfg) }
+    }
 
-        var result = agentd_spawn_result()
-        let rc = withExtendedLifetime(s.seccomp) { agentd_spawn(&cfg, &result) }
-        withExtendedLifetime(arena) {}
-        guard rc == 0 else {
-            let stage = String(cString: agentd_stage_name(result.stage))
-            var detail = stage
-            if result.stage == Int32(AGENTD_STAGE_PLAN.rawValue), Int(result.err_index) < s.ops.count {
-                detail += " (\(s.ops[Int(result.err_index)].summary))"
-            } else if result.stage == Int32(AGENTD_STAGE_CGROUP_ATTACH.rawValue) {
-                detail += " (hierarchy \(result.err_index))"
-            }
-            let text = String(cString: strerror(result.err))
-            throw SandboxError(.system, "starting the sandbox failed at \(detail): \(text)", stage: detail,
-                               errno: result.err)
+    private static func failure(_ result: agentd_spawn_result, _ s: SpawnSpec, warm: Bool = false) -> SandboxError {
+        let stage = String(cString: agentd_stage_name(result.stage))
+        var detail = stage
+        if result.stage == Int32(AGENTD_STAGE_PLAN.rawValue), Int(result.err_index) < s.ops.count {
+            detail += " (\(s.ops[Int(result.err_index)].summary))"
+        } else if result.stage == Int32(AGENTD_STAGE_CGROUP_ATTACH.rawValue) {
+            detail += " (hierarchy \(result.err_index))"
         }
-        return (result.pid, result.pidfd)
+        let text = String(cString: strerror(result.err))
+        return SandboxError(.system, "\(warm ? "preparing a warm sandbox shell" : "starting the sandbox") failed at "
+                                + "\(detail): \(text)", stage: detail, errno: result.err)
     }
 }
 

@@ -9,8 +9,8 @@ import Glibc
 /// What a program inside a sandbox can see and do, asserted from inside.
 @Suite("Isolation (as root, real sandboxes)", .serialized)
 struct IsolationTests {
-    @Test func ownPidNamespaceUnderInit() async throws {
-        try await TestEnvironment.withBackend { b in
+    @Test(arguments: [true, false]) func ownPidNamespaceUnderInit(warm: Bool) async throws {
+        try await TestEnvironment.withBackend(warm: warm ? 1 : 0) { b in
             let id = try await b.started(TestEnvironment.id(), TestEnvironment.spec)
             let pids = try await b.sh(id, "ls /proc | grep -E '^[0-9]+$' | sort -n | tr '\\n' ' '")
             // init (1), sh, ls, grep, sort, tr: nothing from the host.
@@ -23,8 +23,8 @@ struct IsolationTests {
         }
     }
 
-    @Test func cannotSeeHostOrOtherSandboxFiles() async throws {
-        try await TestEnvironment.withBackend { b in
+    @Test(arguments: [true, false]) func cannotSeeHostOrOtherSandboxFiles(warm: Bool) async throws {
+        try await TestEnvironment.withBackend(warm: warm ? 1 : 0) { b in
             let marker = "/tmp/agentd-host-secret-\(getpid())"
             try Posix.writeFileAtomically(marker, Array("secret".utf8), durable: false)
             defer { unlink(marker) }
@@ -41,8 +41,8 @@ struct IsolationTests {
         }
     }
 
-    @Test func noCapabilitiesNoNewPrivsSeccompFiltered() async throws {
-        try await TestEnvironment.withBackend { b in
+    @Test(arguments: [true, false]) func noCapabilitiesNoNewPrivsSeccompFiltered(warm: Bool) async throws {
+        try await TestEnvironment.withBackend(warm: warm ? 1 : 0) { b in
             let id = try await b.started(TestEnvironment.id(), TestEnvironment.spec)
             let status = try await b.sh(id, "agentd-probe status")
             for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
@@ -53,8 +53,8 @@ struct IsolationTests {
         }
     }
 
-    @Test func forbiddenSystemCallsFailPolitely() async throws {
-        try await TestEnvironment.withBackend { b in
+    @Test(arguments: [true, false]) func forbiddenSystemCallsFailPolitely(warm: Bool) async throws {
+        try await TestEnvironment.withBackend(warm: warm ? 1 : 0) { b in
             let id = try await b.started(TestEnvironment.id(), TestEnvironment.spec)
             let out = try await b.sh(id, "agentd-probe syscalls")
             var result: [String: String] = [:]
@@ -74,8 +74,8 @@ struct IsolationTests {
         }
     }
 
-    @Test func imageIsReadOnlyWorkspacePersistsAcrossStopStart() async throws {
-        try await TestEnvironment.withBackend { b in
+    @Test(arguments: [true, false]) func imageIsReadOnlyWorkspacePersistsAcrossStopStart(warm: Bool) async throws {
+        try await TestEnvironment.withBackend(warm: warm ? 1 : 0) { b in
             let id = try await b.started(TestEnvironment.id(), TestEnvironment.spec)
             _ = try await b.sh(id, "echo persisted > /workspace/keep.txt; echo changed > /etc/agentd-image-test")
             // The image itself is untouched: the write went to this sandbox's upper layer.
@@ -98,8 +98,8 @@ struct IsolationTests {
 
     /// Pooled namespaces get lo up from the pool's holder; without the pool
     /// (or when it runs dry) the clone child brings it up.
-    @Test(arguments: [0, 2]) func onlyLoopbackAndItIsUp(pool: Int) async throws {
-        try await TestEnvironment.withBackend(pool: pool) { b in
+    @Test(arguments: zip([0, 2, 0], [0, 0, 1])) func onlyLoopbackAndItIsUp(pool: Int, warm: Int) async throws {
+        try await TestEnvironment.withBackend(pool: pool, warm: warm) { b in
             let id = try await b.started(TestEnvironment.id(), TestEnvironment.spec)
             #expect(try await b.sh(id, "ls /sys/class/net | tr '\\n' ' '") == "lo ")
             let flags = try await b.sh(id, "cat /sys/class/net/lo/operstate /sys/class/net/lo/flags")
@@ -110,8 +110,8 @@ struct IsolationTests {
         }
     }
 
-    @Test func maskedAndReadOnlyProcPaths() async throws {
-        try await TestEnvironment.withBackend { b in
+    @Test(arguments: [true, false]) func maskedAndReadOnlyProcPaths(warm: Bool) async throws {
+        try await TestEnvironment.withBackend(warm: warm ? 1 : 0) { b in
             let id = try await b.started(TestEnvironment.id(), TestEnvironment.spec)
             for path in MountPlan.hostMaskedFiles {
                 #expect(try await b.sh(id, "wc -c < \(path)").trimmed == "0", "\(path) is not empty")
@@ -127,8 +127,9 @@ struct IsolationTests {
         }
     }
 
+    /// (User namespace mode always starts cold: WarmShellTests checks that.)
     @Test func userNamespaceMapsRootToUnprivilegedRange() async throws {
-        try await TestEnvironment.withBackend { b in
+        try await TestEnvironment.withBackend(warm: 0) { b in
             var spec = TestEnvironment.spec
             spec.userNamespace = true
             let id = try await b.started(TestEnvironment.id(), spec)

@@ -11,8 +11,8 @@ import Glibc
 struct LimitsTests {
     /// AGENTD_EXPECT_CGROUP=v1|v2 (set by the test runner and the VM tier)
     /// makes sure the tier runs on the driver it is meant to cover.
-    @Test func theExpectedCgroupDriverIsInUse() async throws {
-        try await TestEnvironment.withBackend { b in
+    @Test(arguments: [true, false]) func theExpectedCgroupDriverIsInUse(warm: Bool) async throws {
+        try await TestEnvironment.withBackend(warm: warm ? 1 : 0) { b in
             let name = await b.info().cgroupDriver
             #expect(name != "none", "no cgroup driver: limits would not be enforced")
             if let expected = getenv("AGENTD_EXPECT_CGROUP").map({ String(cString: $0) }) {
@@ -21,8 +21,8 @@ struct LimitsTests {
         }
     }
 
-    @Test func forkBombIsContainedAndHostStaysResponsive() async throws {
-        try await TestEnvironment.withBackend { b in
+    @Test(arguments: [true, false]) func forkBombIsContainedAndHostStaysResponsive(warm: Bool) async throws {
+        try await TestEnvironment.withBackend(warm: warm ? 1 : 0) { b in
             var spec = TestEnvironment.spec
             spec.limits.pids = 32
             let id = try await b.started(TestEnvironment.id(), spec)
@@ -40,8 +40,8 @@ struct LimitsTests {
         }
     }
 
-    @Test func memoryHogIsOOMKilledInsideItsCgroupAlone() async throws {
-        try await TestEnvironment.withBackend { b in
+    @Test(arguments: [true, false]) func memoryHogIsOOMKilledInsideItsCgroupAlone(warm: Bool) async throws {
+        try await TestEnvironment.withBackend(warm: warm ? 1 : 0) { b in
             var spec = TestEnvironment.spec
             spec.limits.memoryBytes = 32 << 20
             let id = try await b.started(TestEnvironment.id(), spec)
@@ -56,8 +56,8 @@ struct LimitsTests {
         }
     }
 
-    @Test func timeoutKillsTheCommandAndItsChildren() async throws {
-        try await TestEnvironment.withBackend { b in
+    @Test(arguments: [true, false]) func timeoutKillsTheCommandAndItsChildren(warm: Bool) async throws {
+        try await TestEnvironment.withBackend(warm: warm ? 1 : 0) { b in
             let id = try await b.started(TestEnvironment.id(), TestEnvironment.spec)
             let r = try await b.run(id, ExecRequest(command: .shell("sleep 100 & sleep 100 & echo started; wait"),
                                                     timeout: .milliseconds(700)))
@@ -71,8 +71,8 @@ struct LimitsTests {
         }
     }
 
-    @Test func limitsAreWrittenToTheCgroup() async throws {
-        try await TestEnvironment.withBackend { b in
+    @Test(arguments: [true, false]) func limitsAreWrittenToTheCgroup(warm: Bool) async throws {
+        try await TestEnvironment.withBackend(warm: warm ? 1 : 0) { b in
             var spec = TestEnvironment.spec
             spec.limits = ResourceLimits(memoryBytes: 96 << 20, pids: 40, cpuMillis: 500)
             let id = try await b.started(TestEnvironment.id(), spec)
@@ -83,27 +83,31 @@ struct LimitsTests {
             #expect((u.pids ?? 0) >= 1)
             #expect((u.memoryBytes ?? 0) > 0)
             let mounts = CgroupMounts.read()
-            if let v2 = mounts.v2, Posix.exists(v2 + "/" + b.config.cgroupParent + "/" + id.rawValue) {
-                let d = v2 + "/" + b.config.cgroupParent + "/" + id.rawValue
+            // A sandbox started from a warm shell keeps the shell's cgroup on
+            // v2 (v2 cgroups cannot be renamed); on v1 it was renamed to the id.
+            let cgroup = try #require(await b.runtimeCgroup(id))
+            #expect(cgroup == id.rawValue || (mounts.v2 != nil && warm && cgroup.hasPrefix(".sandbox-")))
+            if let v2 = mounts.v2, Posix.exists(v2 + "/" + b.config.cgroupParent + "/" + cgroup) {
+                let d = v2 + "/" + b.config.cgroupParent + "/" + cgroup
                 #expect(try Posix.readFile(d + "/memory.max").trimmed == String(96 << 20))
                 #expect(try Posix.readFile(d + "/pids.max").trimmed == "40")
                 #expect(try Posix.readFile(d + "/cpu.max").trimmed == "50000 100000")
             } else {
                 let mem = try #require(mounts.v1["memory"])
                 let pids = try #require(mounts.v1["pids"])
-                #expect(try Posix.readFile("\(mem)/\(b.config.cgroupParent)/\(id)/memory.limit_in_bytes").trimmed
+                #expect(try Posix.readFile("\(mem)/\(b.config.cgroupParent)/\(cgroup)/memory.limit_in_bytes").trimmed
                     == String(96 << 20))
-                #expect(try Posix.readFile("\(pids)/\(b.config.cgroupParent)/\(id)/pids.max").trimmed == "40")
+                #expect(try Posix.readFile("\(pids)/\(b.config.cgroupParent)/\(cgroup)/pids.max").trimmed == "40")
                 if let cpu = mounts.v1["cpu"] {
-                    #expect(try Posix.readFile("\(cpu)/\(b.config.cgroupParent)/\(id)/cpu.cfs_quota_us").trimmed
+                    #expect(try Posix.readFile("\(cpu)/\(b.config.cgroupParent)/\(cgroup)/cpu.cfs_quota_us").trimmed
                         == "50000")
                 }
             }
         }
     }
 
-    @Test func pauseFreezesAndResumeThaws() async throws {
-        try await TestEnvironment.withBackend { b in
+    @Test(arguments: [true, false]) func pauseFreezesAndResumeThaws(warm: Bool) async throws {
+        try await TestEnvironment.withBackend(warm: warm ? 1 : 0) { b in
             let id = try await b.started(TestEnvironment.id(), TestEnvironment.spec)
             try await b.pause(id)
             #expect(try await b.status(id).state == .paused)

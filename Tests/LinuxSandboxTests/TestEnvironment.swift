@@ -87,7 +87,7 @@ enum TestEnvironment {
     /// every sandbox is stopped and the test checks that nothing was left:
     /// no cgroup, no mount, no process.
     static func withBackend(
-        driver: String = "auto", pool: Int = 1, _ body: (LinuxSandboxBackend) async throws -> Void
+        driver: String = "auto", pool: Int = 1, warm: Int = 1, _ body: (LinuxSandboxBackend) async throws -> Void
     ) async throws {
         try requireRoot()
         let mountsBefore = (try? Posix.readFile("/proc/mounts")) ?? ""
@@ -97,14 +97,21 @@ enum TestEnvironment {
         logger.logLevel = .error
         let backend = try await LinuxSandboxBackend.open(
             config: LinuxSandboxConfig(stateDirectory: state, runDirectory: state + "/run", cgroupDriver: driver,
-                                       cgroupParent: parent, networkNamespacePool: pool),
+                                       cgroupParent: parent, networkNamespacePool: pool, warmPool: warm),
             logger: logger)
+        // Pools full: with `warm` > 0 the test's first start claims a warm
+        // shell, with 0 every start is cold.
+        await backend.settlePools()
         var failure: (any Error)? = nil
         do {
             try await body(backend)
         } catch {
             failure = error
         }
+        // The path under test was the one taken.
+        let counts = await backend.startCounts()
+        if warm == 0 { #expect(counts.warm == 0, "a start claimed a warm shell with the pool off") }
+        if warm > 0 && counts.warm + counts.cold > 0 { #expect(counts.warm > 0, "no start claimed a warm shell") }
         let sandboxes = (try? await backend.list()) ?? []
         for s in sandboxes where s.id.rawValue.hasPrefix("t-") { try? await backend.destroy(s.id) }
         #expect(await backend.cgroupNames().isEmpty, "sandbox cgroups left behind")

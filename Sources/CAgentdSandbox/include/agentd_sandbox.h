@@ -75,6 +75,7 @@ enum agentd_stage {
     AGENTD_STAGE_NO_NEW_PRIVS,
     AGENTD_STAGE_SECCOMP,
     AGENTD_STAGE_EXEC,
+    AGENTD_STAGE_WARM,          /* a warm shell died or did not answer */
 };
 
 struct agentd_spawn_config {
@@ -122,6 +123,42 @@ struct agentd_spawn_result {
 int agentd_spawn(const struct agentd_spawn_config *cfg, struct agentd_spawn_result *res);
 
 const char *agentd_stage_name(int stage);
+
+/* ---- warm shells --------------------------------------------------------- */
+
+/* A warm shell is a sandbox init cloned ahead of need: its namespaces,
+ * cgroup, /proc, /dev and /sys (mounted on a staging tmpfs) and its file
+ * descriptors are ready, and it waits, at SCHED_IDLE, for a claim.  A claim
+ * gives it a session's root: it mounts the overlay, moves the staged mounts
+ * into it, pivots, drops every privilege and execs init, like a cold start.
+ * It exits when the claim socket closes (agentd released it, or died). */
+struct agentd_warm {
+    pid_t pid;
+    int pidfd;
+    int claim_fd;   /* agentd's end of the claim socket                      */
+    int report_fd;  /* read end of the child's report pipe                   */
+    void *stack;    /* the child runs on it (CLONE_VM) until it execs/exits  */
+    void *shared;   /* memory shared with the child: the claim's config      */
+};
+
+/* Clone a warm shell: `cfg` gives the clone flags, cgroup placement,
+ * network namespace, the staging plan (ops), pass_fds and exec_fd; its root,
+ * hostname, rlimits, seccomp and argv are ignored (the claim brings them).
+ * Blocks until the shell is ready (0) or failed (-1, res filled in, nothing
+ * left running). */
+int agentd_warm_start(const struct agentd_spawn_config *cfg, struct agentd_warm *w,
+                      struct agentd_spawn_result *res);
+
+/* Claim a ready shell with `cfg` (ops: the session's root plan run after the
+ * staged mounts exist; new_root, workdir, hostname, rlimits, seccomp_prog,
+ * last_cap, nondumpable, argv, envp).  0 once init has exec'd (res->pid,
+ * res->pidfd), -1 with stage/err when the shell failed (it has then been
+ * killed and reaped).  Either way `w` is spent. */
+int agentd_warm_claim(struct agentd_warm *w, const struct agentd_spawn_config *cfg,
+                      struct agentd_spawn_result *res);
+
+/* Let an unclaimed shell go: it exits, is reaped, `w` is spent. */
+void agentd_warm_release(struct agentd_warm *w);
 
 /* ---- seccomp ------------------------------------------------------------ */
 

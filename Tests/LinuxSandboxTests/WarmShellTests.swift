@@ -1,0 +1,188 @@
+import Logging
+import SandboxKit
+import Testing
+@testable import LinuxSandbox
+import CAgentdSandbox
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Warm shells: sandboxes pre-cloned with their namespaces, cgroup and
+/// kernel file systems, claimed by a start (see agentd_sandbox.h).  The
+/// isolation and limit suites run every test on both paths; these check what
+/// is particular to the pool.
+@Suite("Warm shells (as root, real sandboxes)", .serialized)
+struct WarmShellTests {
+    /// True while `pid` exists and is not a zombie.
+    static func alive(_ pid: pid_t) -> Bool {
+        guard let stat = try? Posix.readFile("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") else {
+            return false
+        }
+        let state = stat[stat.index(close, offsetBy: 2)]
+        return state != "Z" && state != "X"
+    }
+
+    static func waitGone(_ pid: pid_t, seconds: Double = 5) async -> Bool {
+        let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+        while ContinuousClock.now < deadline {
+            if !alive(pid) { return true }
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+        return !alive(pid)
+    }
+
+    @Test func aClaimedShellBecomesTheSessionsSandbox() async throws {
+        try await TestEnvironment.withBackend(warm: 2) { b in
+            let shells = await b.pooledWarmShells
+            #expect(shells.count == 2)
+            for shell in shells { #expect(Self.alive(shell.pid)) }
+            var spec = TestEnvironment.spec
+            spec.hostname = "warmbox"
+            spec.limits.tmpBytes = 8 << 20
+            spec.workdir = "/workspace/deep/dir"
+            let id = try await b.started(TestEnvironment.id(), spec)
+            #expect(await b.startCounts().warm == 1)
+            #expect(try await b.sh(id, "hostname").trimmed == "warmbox")
+            #expect(try await b.sh(id, "pwd").trimmed == "/workspace/deep/dir")
+            // The session's /tmp, not a staging one.
+            let tmp = try await b.sh(id, "grep ' /tmp ' /proc/mounts")
+            #expect(tmp.contains("size=8192k"), "\(tmp)")
+            // /proc, /dev and /sys were moved into the root: nothing of the
+            // staging directory is left in the sandbox's mount table.
+            let mounts = try await b.sh(id, "cat /proc/self/mountinfo")
+            #expect(!mounts.contains("/warm"), "\(mounts)")
+            for point in [" /proc ", " /dev ", " /sys ", " /dev/pts ", " /dev/shm "] {
+                #expect(mounts.contains(point), "\(point) missing: \(mounts)")
+            }
+            // The init runs at the normal scheduling policy (the shell waited
+            // at SCHED_IDLE): field 41 of /proc/1/stat is the policy, 0 = OTHER.
+            let policy = try await b.sh(id, "sed 's/.*) //' /proc/1/stat | cut -d' ' -f39").trimmed
+            #expect(policy == "0", "init's scheduling policy is \(policy)")
+            // The socket was renamed to the sandbox's; no warm socket of the
+            // claimed shell is left.
+            let run = b.config.runDirectory
+            #expect(Posix.exists(run + "/\(id).sock"))
+            let leftovers = Posix.listDirectory(run).filter { $0.hasPrefix(".warm-") }
+            #expect(leftovers.count <= 2)
+            // Files written persist across stop and a (warm or cold) start.
+            _ = try await b.sh(id, "echo kept > /workspace/deep/dir/f")
+            try await b.stop(id)
+            await b.settlePools()
+            try await b.start(id)
+            #expect(try await b.sh(id, "cat /workspace/deep/dir/f").trimmed == "kept")
+            #expect(await b.startCounts().warm == 2)
+        }
+    }
+
+    @Test func releasedShellsExitAndLeaveNothing() async throws {
+        try TestEnvironment.requireRoot()
+        let state = TestEnvironment.root + "/" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        let parent = "agentd-test-warm-\(getpid())"
+        var logger = Logger(label: "test")
+        logger.logLevel = .error
+        let b = try await LinuxSandboxBackend.open(
+            config: LinuxSandboxConfig(stateDirectory: state, cgroupParent: parent, networkNamespacePool: 0,
+                                       warmPool: 3),
+            logger: logger)
+        await b.settlePools()
+        let pids = await b.pooledWarmShells.map(\.pid)
+        #expect(pids.count == 3)
+        let cgroups = b.cgroups.existing()
+        #expect(cgroups.count == 3 && cgroups.allSatisfy { $0.hasPrefix(".sandbox-") }, "\(cgroups)")
+        #expect(await b.cgroupNames().isEmpty, "pooled shells' cgroups count as leaks")
+        await b.close()
+        for pid in pids { #expect(await Self.waitGone(pid), "warm shell \(pid) still runs") }
+        #expect(Posix.listDirectory(state + "/run").filter { $0.hasPrefix(".warm-") }.isEmpty)
+        #expect(!CgroupMounts.read().v1.values.contains { Posix.exists($0 + "/" + parent) }, "cgroup parent left")
+        if let v2 = CgroupMounts.read().v2 { #expect(!Posix.exists(v2 + "/" + parent), "cgroup v2 parent left") }
+        try? Posix.removeTree(state)
+    }
+
+    /// When agentd dies its end of the claim socket closes: the shell exits
+    /// on its own, it does not linger as an orphan.
+    @Test func aShellExitsWhenItsClaimSocketCloses() async throws {
+        try await TestEnvironment.withBackend(warm: 0) { b in
+            let factory = WarmShellFactory(cgroups: b.cgroups, runDirectory: b.config.runDirectory,
+                                           staging: b.warmStagingDirectory, initFD: b.initBinary.fd,
+                                           lastCap: b.lastCap)
+            let shell = try factory.make(cgroup: ".sandbox-orphantest")
+            let pid = shell.pid
+            #expect(Self.alive(pid))
+            let pidfd = shell.withHandle { w -> Int32 in
+                Glibc.close(w.claim_fd)  // what the kernel does when agentd dies
+                w.claim_fd = -1
+                return w.pidfd
+            }
+            // It exits by itself; reap it through the pidfd.
+            var info = siginfo_t()
+            let rc = waitid(idtype_t(rawValue: 3), id_t(pidfd), &info, WEXITED)
+            #expect(rc == 0)
+            #expect(info._sifields._sigchld.si_status == 0, "the shell did not exit cleanly")
+            shell.withHandle { w in w.pid = -1 }  // reaped above
+            WarmShellFactory.discard(shell, cgroups: b.cgroups)
+            #expect(!Self.alive(pid))
+        }
+    }
+
+    @Test func aDeadShellFallsBackToAColdStart() async throws {
+        try await TestEnvironment.withBackend(warm: 1) { b in
+            let shells = await b.pooledWarmShells
+            try #require(shells.count == 1)
+            let pid = shells[0].pid
+            _ = shells[0].withHandle { agentd_pidfd_signal($0.pidfd, SIGKILL) }
+            var spec = TestEnvironment.spec
+            spec.hostname = "fallback"
+            let id = try await b.started(TestEnvironment.id(), spec)
+            #expect(try await b.sh(id, "hostname").trimmed == "fallback")
+            let counts = await b.startCounts()
+            #expect(counts.warm == 0 && counts.cold == 1)
+            #expect(!Self.alive(pid))
+            // Its socket and cgroup went with it.
+            #expect(!Posix.exists(shells[0].socketPath))
+            #expect(!b.cgroups.existing().contains(shells[0].cgroup))
+            // Now the next one goes warm again.
+            await b.settlePools()
+            let next = try await b.started(TestEnvironment.id("next"), spec)
+            #expect(try await b.sh(next, "hostname").trimmed == "fallback")
+            #expect(await b.startCounts().warm == 1)
+        }
+    }
+
+    @Test func userNamespaceModeStartsCold() async throws {
+        try await TestEnvironment.withBackend(warm: 1) { b in
+            var spec = TestEnvironment.spec
+            spec.userNamespace = true
+            let id = try await b.started(TestEnvironment.id(), spec)
+            #expect(try await b.sh(id, "cat /proc/self/uid_map").contains("100000"))
+            let counts = await b.startCounts()
+            #expect(counts.warm == 0 && counts.cold == 1)
+            #expect(await b.pooledWarmShells.count == 1, "the pool was used or emptied")
+            // A plain start after it claims the shell.
+            _ = try await b.started(TestEnvironment.id("plain"), TestEnvironment.spec)
+            #expect(await b.startCounts().warm == 1)
+        }
+    }
+
+    @Test func aRestartedBackendRemovesWarmLeftovers() async throws {
+        try TestEnvironment.requireRoot()
+        let state = TestEnvironment.root + "/" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        let parent = "agentd-test-warmleft-\(getpid())"
+        var logger = Logger(label: "test")
+        logger.logLevel = .error
+        let config = LinuxSandboxConfig(stateDirectory: state, cgroupParent: parent, networkNamespacePool: 0,
+                                        warmPool: 0)
+        let first = try await LinuxSandboxBackend.open(config: config, logger: logger)
+        // What a killed agentd leaves: a warm shell's cgroup and socket.
+        let cg = try first.cgroups.prepareWarm(".sandbox-leftover")
+        cg.close()
+        let sock = config.runDirectory + "/.warm-leftover.sock"
+        Posix.close(try LinuxSandboxBackend.listenSocket(sock))
+        await first.shutdown()
+        #expect(first.cgroups.existing().contains(".sandbox-leftover"))
+        let second = try await LinuxSandboxBackend.open(config: config, logger: logger)
+        #expect(second.cgroups.existing().isEmpty)
+        #expect(!Posix.exists(sock))
+        await second.close()
+        try? Posix.removeTree(state)
+    }
+}
