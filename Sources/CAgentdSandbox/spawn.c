@@ -695,6 +695,11 @@ int agentd_warm_claim(struct agentd_warm *w, const struct agentd_spawn_config *c
         return -1;
     }
     __atomic_store_n(&sh->claim, cfg, __ATOMIC_RELEASE);
+    /* Back to the normal policy before it is woken: at SCHED_IDLE it would
+     * wait for a CPU nothing else wants (the child sets it again itself, in
+     * case this fails). */
+    struct sched_param normal = {0};
+    sched_setscheduler(w->pid, SCHED_OTHER, &normal);
     ssize_t n;
     do {
         n = send(w->claim_fd, "c", 1, MSG_NOSIGNAL);

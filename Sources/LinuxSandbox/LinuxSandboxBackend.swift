@@ -40,12 +40,14 @@ public struct LinuxSandboxConfig: Sendable {
     /// ahead of need, see agentd_sandbox.h): a start claims one instead of
     /// cloning, unless it asks for a user namespace.  0 turns them off.
     public var warmPool: Int
+    /// How long after a start the pools are refilled (see `doStart`).
+    public var refillDelay: Duration
 
     public init(stateDirectory: String, runDirectory: String? = nil, cgroupDriver: String = "auto",
                 cgroupParent: String = "auto", initBinary: String? = nil,
                 defaultLimits: ResourceLimits = .defaults, userNamespaceBase: UInt32 = 100_000,
                 userNamespaceSize: UInt32 = 65_536, networkNamespacePool: Int = 4, adoptRunning: Bool = true,
-                warmPool: Int = 2) {
+                warmPool: Int = 2, refillDelay: Duration = .milliseconds(20)) {
         self.stateDirectory = stateDirectory
         self.runDirectory = runDirectory ?? stateDirectory + "/run"
         self.cgroupDriver = cgroupDriver
@@ -57,6 +59,7 @@ public struct LinuxSandboxConfig: Sendable {
         self.networkNamespacePool = networkNamespacePool
         self.adoptRunning = adoptRunning
         self.warmPool = warmPool
+        self.refillDelay = refillDelay
     }
 }
 
@@ -274,6 +277,13 @@ public actor LinuxSandboxBackend: SandboxBackend {
                                field: "run_dir")
         }
         background.start()  // last: nothing above may throw after it
+        // Everything the background thread does is refilling pools: at
+        // SCHED_IDLE it only takes a CPU that nothing else wants (warm shells
+        // it clones inherit the policy until they are claimed).
+        background.submit { _ in
+            var param = sched_param(sched_priority: 0)
+            _ = sched_setscheduler(0, 5 /* SCHED_IDLE */, &param)
+        }
     }
 
     /// Stop the reaper and release namespaces (tests make many backends).
@@ -428,7 +438,6 @@ public actor LinuxSandboxBackend: SandboxBackend {
         warmFailing = false
         if !spec.userNamespace, let shell = warmShells.popLast() {
             warmCgroups.remove(shell.cgroup)
-            refillPools()
             started = await claim(shell, id: id, spec: spec, limits: limits, imagePath: imagePath, layout: l)
         }
         let s: (pid: pid_t, pidfd: Int32, channel: Int32, cgroup: String)
@@ -455,7 +464,9 @@ public actor LinuxSandboxBackend: SandboxBackend {
         watch(id, runtime)
         logger.debug("sandbox started", metadata: ["sandbox": "\(id)", "pid": "\(s.pid)",
                                                    "warm": "\(started != nil)"])
-        refillPools()
+        // The sandbox's first command usually follows at once: refills wait
+        // a moment so that their clone does not compete with it.
+        refillPools(after: config.refillDelay)
     }
 
     /// The init's control channel: agentd's end (a big send buffer, so a
@@ -903,7 +914,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
 
     /// Keep `warmPool` warm shells, `networkNamespacePool` namespaces and as
     /// many spare cgroups ready, made off the start path.
-    func refillPools() {
+    func refillPools(after delay: Duration = .zero) {
         guard !refilling, !closing else { return }
         refilling = true
         let cgroups = self.cgroups
@@ -911,6 +922,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
         let made = WarmShellFactory(cgroups: cgroups, runDirectory: config.runDirectory,
                                     staging: warmStagingDirectory, initFD: initBinary.fd, lastCap: lastCap)
         refillTask = Task.detached(priority: .utility) { [weak self] in
+            if delay > .zero { try? await Task.sleep(for: delay) }
             guard let self else { return }
             while let name = await self.nextWarmCgroup() {
                 let shell: WarmShell?

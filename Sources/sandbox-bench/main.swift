@@ -1,7 +1,13 @@
 // sandbox-bench: agentd's sandbox start and exec latency against bubblewrap,
 // measured side by side in one run, and the host memory of many sandboxes.
 //
-//   swift run -c release sandbox-bench --image-dir DIR [--runs 500] [--concurrent 200]
+//   swift run -c release sandbox-bench --image-dir DIR [--runs 500] [--concurrent 200] [--warm-pool 2]
+//
+// Two backends run side by side with bubblewrap: agentd as configured by
+// default (a pool of warm shells) and with the pool off (every start cold).
+// Before each timed start both wait until their pools are refilled: the
+// figures are those of a start on a host that is not already starting
+// sandboxes back to back (a burst drains the pool; starts then go cold).
 //
 // Prints a Markdown table (BENCHMARKS.md records it with the command).
 import CAgentdSandbox
@@ -24,6 +30,7 @@ struct Options {
     /// "nio": Swift concurrency on NIO's event loops, as agentd runs it;
     /// "default": the Swift runtime's own thread pool.
     var executor = "nio"
+    var warmPool = 2
 
     static func parse() -> Options {
         var o = Options()
@@ -37,9 +44,10 @@ struct Options {
             case "--bwrap": o.bwrap = args.popFirst() ?? o.bwrap
             case "--cgroup-driver": o.cgroupDriver = args.popFirst() ?? o.cgroupDriver
             case "--executor": o.executor = args.popFirst() ?? o.executor
+            case "--warm-pool": o.warmPool = Int(args.popFirst() ?? "") ?? o.warmPool
             default:
                 complain("usage: sandbox-bench --image-dir DIR [--runs N] [--concurrent N] [--state-dir DIR] "
-                         + "[--bwrap PATH] [--cgroup-driver auto|v2|v1|none] [--executor nio|default]")
+                         + "[--bwrap PATH] [--cgroup-driver auto|v2|v1|none] [--executor nio|default] [--warm-pool N]")
                 exit(2)
             }
         }
@@ -129,53 +137,73 @@ struct Bench {
             && NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
         var logger = Logger(label: "bench")
         logger.logLevel = .error
-        let backend = try await LinuxSandboxBackend.open(
-            config: LinuxSandboxConfig(stateDirectory: o.stateDir, runDirectory: o.stateDir + "/run",
-                                       cgroupDriver: o.cgroupDriver, cgroupParent: "agentd-bench",
-                                       networkNamespacePool: 8),
-            logger: logger)
+        func open(_ name: String, warm: Int) async throws -> LinuxSandboxBackend {
+            try await LinuxSandboxBackend.open(
+                config: LinuxSandboxConfig(stateDirectory: o.stateDir + "/" + name,
+                                           runDirectory: o.stateDir + "/" + name + "/run",
+                                           cgroupDriver: o.cgroupDriver, cgroupParent: "agentd-bench-" + name,
+                                           networkNamespacePool: 8, warmPool: warm),
+                logger: logger)
+        }
+        let backend = try await open("warm", warm: o.warmPool)
+        let coldBackend = try await open("cold", warm: 0)
         let spec = SandboxSpec(image: o.imageDir, hostname: "bench",
                                limits: ResourceLimits(memoryBytes: 64 << 20, pids: 64, cpuMillis: 1000))
         let info = await backend.info()
         print("# seccomp: \(info.seccomp)")
-        print("# sandbox-bench: \(o.runs) runs, cgroup driver: \(info.cgroupDriver), executor: \(onEventLoops ? "NIO event loops" : "Swift's pool"), \(sysconf(Int32(_SC_NPROCESSORS_ONLN))) CPUs")
+        print("# sandbox-bench: \(o.runs) runs, cgroup driver: \(info.cgroupDriver), executor: \(onEventLoops ? "NIO event loops" : "Swift's pool"), warm pool \(o.warmPool), \(sysconf(Int32(_SC_NPROCESSORS_ONLN))) CPUs")
         print()
 
-        // Warm up both (page cache, pools).
+        /// One timed create, start, first exec of /bin/true (then an untimed destroy).
+        struct Start { var total: UInt64, create: UInt64, start: UInt64, exec: UInt64, teardown: UInt64 }
+        func timedStart(_ b: LinuxSandboxBackend, _ id: SandboxID) async throws -> Start {
+            await b.settlePools()
+            let t0 = now()
+            try await b.create(id, spec: spec)
+            let t1 = now()
+            try await b.start(id)
+            let t2 = now()
+            let r = try await b.run(id, ExecRequest(command: .argv(["/bin/true"])))
+            let t3 = now()
+            guard r.status.code == 0 else { fatalError("sandbox /bin/true exited \(r.status)") }
+            try await b.destroy(id)
+            return Start(total: t3 - t0, create: t1 - t0, start: t2 - t1, exec: t3 - t2, teardown: now() - t3)
+        }
+
+        // Warm up all three (page cache, pools).
         for i in 0..<20 {
-            let id = try SandboxID("warm\(i)")
-            try await backend.create(id, spec: spec)
-            try await backend.start(id)
-            _ = try await backend.run(id, ExecRequest(command: .argv(["/bin/true"])))
-            try await backend.destroy(id)
+            _ = try await timedStart(backend, try SandboxID("warmup\(i)"))
+            _ = try await timedStart(coldBackend, try SandboxID("warmup\(i)"))
             _ = runBwrap(o)
         }
 
         var cold = Samples(), bw = Samples(), create = Samples(), start = Samples(), firstExec = Samples(),
             teardown = Samples()
+        var warm = Samples(), warmCreate = Samples(), warmStart = Samples(), warmExec = Samples()
         for i in 0..<o.runs {
-            let id = try SandboxID("cold\(i)")
-            let t0 = now()
-            try await backend.create(id, spec: spec)
-            let t1 = now()
-            try await backend.start(id)
-            let t2 = now()
-            let r = try await backend.run(id, ExecRequest(command: .argv(["/bin/true"])))
-            let t3 = now()
-            guard r.status.code == 0 else { fatalError("sandbox /bin/true exited \(r.status)") }
-            cold.add(t3 - t0)
-            create.add(t1 - t0)
-            start.add(t2 - t1)
-            firstExec.add(t3 - t2)
-            let t4 = now()
-            try await backend.destroy(id)
-            teardown.add(now() - t4)
+            let w = try await timedStart(backend, try SandboxID("w\(i)"))
+            warm.add(w.total)
+            warmCreate.add(w.create)
+            warmStart.add(w.start)
+            warmExec.add(w.exec)
+
+            let c = try await timedStart(coldBackend, try SandboxID("c\(i)"))
+            cold.add(c.total)
+            create.add(c.create)
+            start.add(c.start)
+            firstExec.add(c.exec)
+            teardown.add(c.teardown)
 
             let b0 = now()
             let st = runBwrap(o)
             bw.add(now() - b0)
             guard st == 0 else { fatalError("bwrap exited with status \(st)") }
         }
+        let counts = await backend.startCounts()
+        guard counts.warm >= o.runs || o.warmPool == 0 else {
+            fatalError("only \(counts.warm) of \(o.runs) starts claimed a warm shell")
+        }
+        await coldBackend.close()
 
         // exec into one running sandbox
         let warmID = try SandboxID("exec")
@@ -197,19 +225,26 @@ struct Bench {
         }
         try await backend.destroy(warmID)
 
+        func row(_ name: String, _ x: Samples) {
+            print("| \(name) | \(fmt(x.percentile(0.5))) | \(fmt(x.percentile(0.99))) | \(fmt(x.mean)) |")
+        }
         print("| measurement | p50 | p99 | mean |")
         print("|---|---|---|---|")
-        print("| agentd cold create-to-first-exit of /bin/true | \(fmt(cold.percentile(0.5))) | \(fmt(cold.percentile(0.99))) | \(fmt(cold.mean)) |")
-        print("| &nbsp;&nbsp;create (record, directories) | \(fmt(create.percentile(0.5))) | \(fmt(create.percentile(0.99))) | \(fmt(create.mean)) |")
-        print("| &nbsp;&nbsp;start (cgroup, clone, mounts, seccomp, init) | \(fmt(start.percentile(0.5))) | \(fmt(start.percentile(0.99))) | \(fmt(start.mean)) |")
-        print("| &nbsp;&nbsp;first exec to exit | \(fmt(firstExec.percentile(0.5))) | \(fmt(firstExec.percentile(0.99))) | \(fmt(firstExec.mean)) |")
-        print("| bubblewrap --unshare-all /bin/true (baseline) | \(fmt(bw.percentile(0.5))) | \(fmt(bw.percentile(0.99))) | \(fmt(bw.mean)) |")
-        print("| agentd exec of /bin/true into a running sandbox | \(fmt(exec.percentile(0.5))) | \(fmt(exec.percentile(0.99))) | \(fmt(exec.mean)) |")
-        print("| the image's /bin/true spawned on the host, no sandbox (reference: the program's own cost) | \(fmt(bare.percentile(0.5))) | \(fmt(bare.percentile(0.99))) | \(fmt(bare.mean)) |")
-        print("| agentd teardown (stop, cgroup, files; not in the cold figure) | \(fmt(teardown.percentile(0.5))) | \(fmt(teardown.percentile(0.99))) | \(fmt(teardown.mean)) |")
+        row("agentd create-to-first-exit of /bin/true (default: warm pool of \(o.warmPool))", warm)
+        row("&nbsp;&nbsp;create (record, directories)", warmCreate)
+        row("&nbsp;&nbsp;start (claim a warm shell: overlay, move mounts, pivot, seccomp, init)", warmStart)
+        row("&nbsp;&nbsp;first exec to exit", warmExec)
+        row("agentd create-to-first-exit of /bin/true, pool off (cold: clone, namespaces, all mounts)", cold)
+        row("&nbsp;&nbsp;create (record, directories)", create)
+        row("&nbsp;&nbsp;start (cgroup, clone, mounts, seccomp, init)", start)
+        row("&nbsp;&nbsp;first exec to exit", firstExec)
+        row("bubblewrap --unshare-all /bin/true (baseline)", bw)
+        row("agentd exec of /bin/true into a running sandbox", exec)
+        row("the image's /bin/true spawned on the host, no sandbox (reference: the program's own cost)", bare)
+        row("agentd teardown (stop, cgroup, files; not in the figures above)", teardown)
         print()
-        let ratio = cold.percentile(0.5) / bw.percentile(0.5)
-        print("ratio agentd cold p50 / bubblewrap p50: \((ratio * 100).rounded() / 100)")
+        func ratio(_ a: Samples) -> Double { (a.percentile(0.5) / bw.percentile(0.5) * 100).rounded() / 100 }
+        print("ratio agentd p50 / bubblewrap p50: \(ratio(warm)) (warm pool), \(ratio(cold)) (pool off)")
 
         // Many sandboxes at once: host memory per sandbox.
         if o.concurrent > 0 {
