@@ -682,8 +682,8 @@ int agentd_warm_start(const struct agentd_spawn_config *cfg, struct agentd_warm 
     return -1;
 }
 
-int agentd_warm_claim(struct agentd_warm *w, const struct agentd_spawn_config *cfg,
-                      struct agentd_spawn_result *res)
+int agentd_warm_claim_begin(struct agentd_warm *w, const struct agentd_spawn_config *cfg,
+                            struct agentd_spawn_result *res)
 {
     memset(res, 0, sizeof *res);
     res->pid = -1;
@@ -704,39 +704,56 @@ int agentd_warm_claim(struct agentd_warm *w, const struct agentd_spawn_config *c
     do {
         n = send(w->claim_fd, "c", 1, MSG_NOSIGNAL);
     } while (n < 0 && errno == EINTR);
-    int failed = 0;
     if (n != 1) {
         res->stage = AGENTD_STAGE_WARM; /* EPIPE: the shell had died */
         res->err = n < 0 ? errno : EIO;
+        warm_spend(w, 1);
+        return -1;
+    }
+    return 0;
+}
+
+int agentd_warm_claim_finish(struct agentd_warm *w, int abandon, struct agentd_spawn_result *res)
+{
+    memset(res, 0, sizeof *res);
+    res->pid = -1;
+    res->pidfd = -1;
+    if (!w->shared || w->pid <= 0) {
+        res->stage = AGENTD_STAGE_WARM;
+        res->err = EINVAL;
+        return -1;
+    }
+    int failed = 0;
+    struct child_report rep;
+    ssize_t got;
+    do {
+        got = read(w->report_fd, &rep, sizeof rep);
+    } while (got < 0 && errno == EINTR);
+    if (got == (ssize_t)sizeof rep) {
+        res->stage = rep.stage;
+        res->err = rep.err;
+        res->err_index = rep.index;
+        failed = 1;
+    } else if (got != 0) {
+        res->stage = AGENTD_STAGE_WARM;
+        res->err = got < 0 ? errno : EPROTO;
         failed = 1;
     } else {
-        struct child_report rep;
-        ssize_t got;
-        do {
-            got = read(w->report_fd, &rep, sizeof rep);
-        } while (got < 0 && errno == EINTR);
-        if (got == (ssize_t)sizeof rep) {
-            res->stage = rep.stage;
-            res->err = rep.err;
-            res->err_index = rep.index;
-            failed = 1;
-        } else if (got != 0) {
+        /* End of file: exec'd, or died (killed while it waited). */
+        siginfo_t si;
+        memset(&si, 0, sizeof si);
+        if (syscall(SYS_waitid, 3 /* P_PIDFD */, w->pidfd, &si, WEXITED | WNOHANG | WNOWAIT, NULL) == 0 &&
+            si.si_pid != 0) {
             res->stage = AGENTD_STAGE_WARM;
-            res->err = got < 0 ? errno : EPROTO;
+            res->err = ECHILD;
             failed = 1;
-        } else {
-            /* End of file: exec'd, or died (killed while it waited). */
-            siginfo_t si;
-            memset(&si, 0, sizeof si);
-            if (syscall(SYS_waitid, 3 /* P_PIDFD */, w->pidfd, &si, WEXITED | WNOHANG | WNOWAIT, NULL) == 0 &&
-                si.si_pid != 0) {
-                res->stage = AGENTD_STAGE_WARM;
-                res->err = ECHILD;
-                failed = 1;
-            }
         }
     }
-    if (failed) {
+    if (failed || abandon) {
+        if (!failed) {
+            res->stage = AGENTD_STAGE_WARM;
+            res->err = ECANCELED;
+        }
         warm_spend(w, 1);
         return -1;
     }

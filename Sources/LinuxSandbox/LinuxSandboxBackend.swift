@@ -513,18 +513,28 @@ public actor LinuxSandboxBackend: SandboxBackend {
                            metadata: ["sandbox": "\(id)", "reason": "\(why)"])
             shell.release()
             try? cgroups.remove(cgroup)
+            // (v1: renamed to the id before the shell failed.)
+            try? cgroups.remove(id.rawValue)
             _ = unlink(socket)
             Posix.close(shell.channelFD)
         }
         do {
-            cgroup = try cgroups.claimWarm(shell.cgroup, as: id.rawValue, limits: limits)
             try Posix.check(rename(shell.socketPath, socketPath(id)), "rename \(shell.socketPath)")
             socket = socketPath(id)
             var s = sessionSpawnSpec(0, root: l.root, spec: spec, limits: limits)
             s.ops = MountPlan.claim(layout: l, imagePath: imagePath, spec: spec, limits: limits,
                                     staging: warmStagingDirectory)
             let claimSpec = s
-            let spawned = try await NIOThreadPool.singleton.runIfActive { try Spawner.claim(shell, claimSpec) }
+            let cgroups = self.cgroups
+            // The cgroup gets the session's limits (and on v1 its name) while
+            // the shell mounts its root: init runs no command of the session
+            // before start() returns, so they are in place before any does.
+            let spawned = try await NIOThreadPool.singleton.runIfActive {
+                try Spawner.claim(shell, claimSpec) { () throws(SandboxError) -> String in
+                    try cgroups.claimWarm(shell.cgroup, as: id.rawValue, limits: limits)
+                }
+            }
+            cgroup = spawned.value
             return (spawned.pid, spawned.pidfd, shell.channelFD, cgroup)
         } catch {
             discard("\(error)")

@@ -60,12 +60,35 @@ enum Spawner {
     }
 
     /// Claim a warm shell with the session's half of a start (`s`: plan,
-    /// root, hostname, limits, privileges).  The shell is spent either way.
-    static func claim(_ shell: WarmShell, _ s: SpawnSpec) throws(SandboxError) -> (pid: pid_t, pidfd: Int32) {
+    /// root, hostname, limits, privileges), running `meanwhile` while the
+    /// shell sets up; when `meanwhile` throws, the shell is killed and its
+    /// error thrown.  The shell is spent either way.
+    static func claim<T>(_ shell: WarmShell, _ s: SpawnSpec, meanwhile: () throws(SandboxError) -> T)
+        throws(SandboxError) -> (pid: pid_t, pidfd: Int32, value: T)
+    {
         var result = agentd_spawn_result()
-        let rc = withConfig(s) { cfg in shell.withHandle { agentd_warm_claim(&$0, cfg, &result) } }
-        guard rc == 0 else { throw failure(result, s) }
-        return (result.pid, result.pidfd)
+        let outcome: Result<T, SandboxError>? = withConfig(s) { cfg in
+            shell.withHandle { w -> Result<T, SandboxError>? in
+                guard agentd_warm_claim_begin(&w, cfg, &result) == 0 else { return nil }
+                let value: Result<T, SandboxError>
+                do throws(SandboxError) {
+                    value = .success(try meanwhile())
+                } catch {
+                    value = .failure(error)
+                }
+                var abandon: Int32 = 0
+                if case .failure = value { abandon = 1 }
+                guard agentd_warm_claim_finish(&w, abandon, &result) == 0 else {
+                    return abandon == 1 ? value : nil
+                }
+                return value
+            }
+        }
+        switch outcome {
+        case .success(let v)?: return (result.pid, result.pidfd, v)
+        case .failure(let e)?: throw e
+        case nil: throw failure(result, s)
+        }
     }
 
     /// `s` as the C config, valid during `body`.

@@ -151,11 +151,15 @@ int agentd_warm_start(const struct agentd_spawn_config *cfg, struct agentd_warm 
 
 /* Claim a ready shell with `cfg` (ops: the session's root plan run after the
  * staged mounts exist; new_root, workdir, hostname, rlimits, seccomp_prog,
- * last_cap, nondumpable, argv, envp).  0 once init has exec'd (res->pid,
- * res->pidfd), -1 with stage/err when the shell failed (it has then been
- * killed and reaped).  Either way `w` is spent. */
-int agentd_warm_claim(struct agentd_warm *w, const struct agentd_spawn_config *cfg,
-                      struct agentd_spawn_result *res);
+ * last_cap, nondumpable, argv, envp), in two halves so that the caller can
+ * work while the shell sets up (cfg must stay valid until the second):
+ * begin wakes the shell (-1: it had died; `w` is spent); finish waits until
+ * init has exec'd: 0 with res->pid and res->pidfd, -1 with stage/err when
+ * the shell failed, or when `abandon` is set (it is then killed and reaped).
+ * Either way `w` is spent after finish. */
+int agentd_warm_claim_begin(struct agentd_warm *w, const struct agentd_spawn_config *cfg,
+                            struct agentd_spawn_result *res);
+int agentd_warm_claim_finish(struct agentd_warm *w, int abandon, struct agentd_spawn_result *res);
 
 /* Let an unclaimed shell go: it exits, is reaped, `w` is spent. */
 void agentd_warm_release(struct agentd_warm *w);
