@@ -276,8 +276,23 @@ static int child_place_fds(struct child_ctx *ctx, const struct agentd_spawn_conf
     return exec_fd;
 }
 
-/* The last steps: limits, a new session, no privileges, seccomp, exec. */
-static void child_exec(struct child_ctx *ctx, const struct agentd_spawn_config *cfg, int exec_fd)
+/* Lock root out of capability gains and empty the bounding and ambient
+ * sets: what the program exec'd will be limited to.  The capabilities this
+ * process holds now are untouched (mounts still need them). */
+static void child_drop_bounding(struct child_ctx *ctx, const struct agentd_spawn_config *cfg)
+{
+    CHECK(SC2(SYS_prctl, PR_SET_SECUREBITS,
+              SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP |
+                  SECBIT_NO_SETUID_FIXUP_LOCKED | SECBIT_KEEP_CAPS_LOCKED),
+          AGENTD_STAGE_CAPS, 0);
+    for (int cap = 0; cap <= cfg->last_cap; cap++)
+        CHECK(SC2(SYS_prctl, PR_CAPBSET_DROP, cap), AGENTD_STAGE_CAPS, 1);
+    CHECK(SC5(SYS_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), AGENTD_STAGE_CAPS, 2);
+}
+
+/* The last steps: limits, a new session, no privileges, seccomp, exec.
+ * `bounded`: child_drop_bounding() already ran (a warm shell's). */
+static void child_exec(struct child_ctx *ctx, const struct agentd_spawn_config *cfg, int exec_fd, int bounded)
 {
     for (int i = 0; i < cfg->n_rlimits; i++) {
         struct rlimit64 {
@@ -292,15 +307,9 @@ static void child_exec(struct child_ctx *ctx, const struct agentd_spawn_config *
     if (sid < 0 && sid != -EPERM)
         child_fail(ctx->report_fd, AGENTD_STAGE_SETSID, sid, 0);
 
-    /* Privileges: lock root out of capability gains, empty the bounding and
-     * ambient sets, then every remaining set. */
-    CHECK(SC2(SYS_prctl, PR_SET_SECUREBITS,
-              SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP |
-                  SECBIT_NO_SETUID_FIXUP_LOCKED | SECBIT_KEEP_CAPS_LOCKED),
-          AGENTD_STAGE_CAPS, 0);
-    for (int cap = 0; cap <= cfg->last_cap; cap++)
-        CHECK(SC2(SYS_prctl, PR_CAPBSET_DROP, cap), AGENTD_STAGE_CAPS, 1);
-    CHECK(SC5(SYS_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), AGENTD_STAGE_CAPS, 2);
+    /* Privileges: the bounding and ambient sets, then every remaining set. */
+    if (!bounded)
+        child_drop_bounding(ctx, cfg);
     struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
     struct __user_cap_data_struct data[2];
     memset(data, 0, sizeof data);
@@ -333,7 +342,7 @@ static int child_main(void *arg)
     child_pivot(ctx, cfg);
     /* After the pivot: stdio left unset opens the new root's /dev/null. */
     int exec_fd = child_place_fds(ctx, cfg, -1);
-    child_exec(ctx, cfg, exec_fd);
+    child_exec(ctx, cfg, exec_fd, 0);
     return 127;
 }
 
@@ -552,6 +561,7 @@ static int warm_main(void *arg)
     int exec_fd = child_place_fds(ctx, cfg, sh->claim_fd);
     int claim = 5 + cfg->n_pass_fds;
     SC0(SYS_setsid);
+    child_drop_bounding(ctx, cfg);
 
     struct child_report ready = {AGENTD_STAGE_NONE, 0, 0};
     SC3(SYS_write, ctx->report_fd, &ready, sizeof ready);
@@ -575,7 +585,7 @@ static int warm_main(void *arg)
     for (int i = 0; i < 3; i++)
         CHECK(SC3(SYS_dup3, null, i, 0), AGENTD_STAGE_FDS, 7);
     SC1(SYS_close, null);
-    child_exec(ctx, cl, exec_fd);
+    child_exec(ctx, cl, exec_fd, 1);
     return 127;
 }
 
