@@ -22,12 +22,13 @@ struct DaemonConfig: Codable, Equatable {
         var pids: Int = 256
         var tmpMB: Int = 256
         var netnsPool: Int = 4
+        var warmPool: Int = 2
         var adoptRunning: Bool = true
 
         enum CodingKeys: String, CodingKey {
             case cgroupDriver = "cgroup_driver", cgroupParent = "cgroup_parent", defaultImage = "default_image"
             case memoryMB = "memory_mb", cpus, pids, tmpMB = "tmp_mb", netnsPool = "netns_pool"
-            case adoptRunning = "adopt_running"
+            case warmPool = "warm_pool", adoptRunning = "adopt_running"
         }
     }
 
@@ -88,7 +89,7 @@ struct DaemonConfig: Codable, Equatable {
                                        "idle_stop_seconds", "sandbox", "exec", "gateway", "worker"]
     static let nestedKeys: [String: Set<String>] = [
         "sandbox": ["cgroup_driver", "cgroup_parent", "default_image", "memory_mb", "cpus", "pids", "tmp_mb",
-                    "netns_pool", "adopt_running"],
+                    "netns_pool", "warm_pool", "adopt_running"],
         "exec": ["default_timeout_s", "max_output_bytes"],
         "gateway": ["url", "key", "timeout_s", "max_attempts", "stream"],
         "worker": ["concurrency", "lease_seconds", "max_steps", "max_run_seconds", "max_tool_output_bytes",
@@ -176,6 +177,7 @@ struct DaemonConfig: Codable, Equatable {
             throw ConfigError("sandbox limits must be positive (memory_mb >= 16, pids >= 8)")
         }
         guard (0...64).contains(sandbox.netnsPool) else { throw ConfigError("sandbox.netns_pool must be 0 to 64") }
+        guard (0...64).contains(sandbox.warmPool) else { throw ConfigError("sandbox.warm_pool must be 0 to 64") }
         guard exec.defaultTimeoutS > 0, exec.maxOutputBytes >= 1024 else {
             throw ConfigError("exec.default_timeout_s and exec.max_output_bytes must be positive")
         }

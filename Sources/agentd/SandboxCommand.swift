@@ -98,7 +98,7 @@ struct SandboxRun: AsyncParsableCommand {
         do {
             backend = try await LinuxSandboxBackend.open(
                 config: LinuxSandboxConfig(stateDirectory: state.resolvedStateDir, runDirectory: state.resolvedRunDir,
-                                           cgroupDriver: cgroupDriver, networkNamespacePool: 0),
+                                           cgroupDriver: cgroupDriver, networkNamespacePool: 0, warmPool: 0),
                 logger: logger)
         } catch let e as SandboxError {
             fail(e.message)
