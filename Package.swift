@@ -51,6 +51,7 @@ let package = Package(
             dependencies: [
                 "SandboxKit", "CAgentdSandbox",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]

@@ -1,5 +1,6 @@
 import CAgentdSandbox
 import Logging
+import Metrics
 import NIOCore
 import NIOPosix
 import SandboxKit
@@ -448,6 +449,10 @@ public actor LinuxSandboxBackend: SandboxBackend {
             s = try await coldStart(id, spec: spec, limits: limits, imagePath: imagePath, layout: l)
             coldStarts += 1
         }
+        // Operators size warm_pool by this: cold starts beside a non-zero
+        // pool mean bursts drain it (or user namespace mode, which is cold).
+        Counter(label: "agentd_sandbox_backend_starts_total", dimensions: [("path", started != nil ? "warm" : "cold")])
+            .increment()
 
         let runtime = SandboxRuntime(pid: s.pid, pidfd: s.pidfd, channel: InitChannel(fd: s.channel),
                                      startedAt: Date(), limits: limits, cgroup: s.cgroup, image: imagePath)

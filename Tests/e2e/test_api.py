@@ -442,6 +442,8 @@ def test_metrics_and_status(api):
     api.exec(s["id"], "true")
     text = api.get("/metrics").text
     assert "agentd_exec_total" in text and "agentd_sessions_created_total" in text
+    # Sandbox starts by path: the daemon runs with the default warm pool.
+    assert 'agentd_sandbox_backend_starts_total{path="warm"}' in text
     _, owner, _ = team_with(api)
     assert owner.req("GET", "/metrics").status_code == 403
     st = api.get("/v1/status")
