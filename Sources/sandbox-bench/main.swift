@@ -5,9 +5,10 @@
 //
 // Two backends run side by side with bubblewrap: agentd as configured by
 // default (a pool of warm shells) and with the pool off (every start cold).
-// Before each timed start both wait until their pools are refilled: the
-// figures are those of a start on a host that is not already starting
-// sandboxes back to back (a burst drains the pool; starts then go cold).
+// Before each timed section (bubblewrap's too) both backends' pool refills
+// are waited for: the figures are those of a start on a host that is not
+// already starting sandboxes back to back (a burst drains the pool; starts
+// then go cold, which is the pool-off row).
 //
 // Prints a Markdown table (BENCHMARKS.md records it with the command).
 import CAgentdSandbox
@@ -154,10 +155,18 @@ struct Bench {
         print("# sandbox-bench: \(o.runs) runs, cgroup driver: \(info.cgroupDriver), executor: \(onEventLoops ? "NIO event loops" : "Swift's pool"), warm pool \(o.warmPool), \(sysconf(Int32(_SC_NPROCESSORS_ONLN))) CPUs")
         print()
 
+        /// Both backends' refills done (they run in the background, delayed
+        /// after a start): no timed section, bubblewrap's included, shares
+        /// the CPUs with one.
+        func settle() async {
+            await backend.settlePools()
+            await coldBackend.settlePools()
+        }
+
         /// One timed create, start, first exec of /bin/true (then an untimed destroy).
         struct Start { var total: UInt64, create: UInt64, start: UInt64, exec: UInt64, teardown: UInt64 }
         func timedStart(_ b: LinuxSandboxBackend, _ id: SandboxID) async throws -> Start {
-            await b.settlePools()
+            await settle()
             let t0 = now()
             try await b.create(id, spec: spec)
             let t1 = now()
@@ -194,6 +203,7 @@ struct Bench {
             firstExec.add(c.exec)
             teardown.add(c.teardown)
 
+            await settle()
             let b0 = now()
             let st = runBwrap(o)
             bw.add(now() - b0)
