@@ -24,6 +24,8 @@ import Glibc
 struct Options {
     var imageDir = ""
     var stateDir = "/tmp/agentd-bench"
+    /// Sockets and runtime records; agentd's is /run/agentd, a tmpfs.
+    var runDir = ""
     var runs = 500
     var concurrent = 200
     var bwrap = "/usr/bin/bwrap"
@@ -40,6 +42,7 @@ struct Options {
             switch a {
             case "--image-dir": o.imageDir = args.popFirst() ?? ""
             case "--state-dir": o.stateDir = args.popFirst() ?? o.stateDir
+            case "--run-dir": o.runDir = args.popFirst() ?? o.runDir
             case "--runs": o.runs = Int(args.popFirst() ?? "") ?? o.runs
             case "--concurrent": o.concurrent = Int(args.popFirst() ?? "") ?? o.concurrent
             case "--bwrap": o.bwrap = args.popFirst() ?? o.bwrap
@@ -47,7 +50,7 @@ struct Options {
             case "--executor": o.executor = args.popFirst() ?? o.executor
             case "--warm-pool": o.warmPool = Int(args.popFirst() ?? "") ?? o.warmPool
             default:
-                complain("usage: sandbox-bench --image-dir DIR [--runs N] [--concurrent N] [--state-dir DIR] "
+                complain("usage: sandbox-bench --image-dir DIR [--runs N] [--concurrent N] [--state-dir DIR] [--run-dir DIR] "
                          + "[--bwrap PATH] [--cgroup-driver auto|v2|v1|none] [--executor nio|default] [--warm-pool N]")
                 exit(2)
             }
@@ -141,7 +144,8 @@ struct Bench {
         func open(_ name: String, warm: Int) async throws -> LinuxSandboxBackend {
             try await LinuxSandboxBackend.open(
                 config: LinuxSandboxConfig(stateDirectory: o.stateDir + "/" + name,
-                                           runDirectory: o.stateDir + "/" + name + "/run",
+                                           runDirectory: (o.runDir.isEmpty ? o.stateDir + "/" + name : o.runDir)
+                                               + "/" + name + "/run",
                                            cgroupDriver: o.cgroupDriver, cgroupParent: "agentd-bench-" + name,
                                            networkNamespacePool: 8, warmPool: warm),
                 logger: logger)
