@@ -65,7 +65,7 @@ public struct LinuxSandboxConfig: Sendable {
 }
 
 /// What is persisted for each sandbox in `sandboxes/<id>/sandbox.json`.
-struct SandboxRecord: Codable {
+struct SandboxRecord: Codable, Sendable {
     var id: SandboxID
     var spec: SandboxSpec
     var createdAt: Date
@@ -230,6 +230,9 @@ public actor LinuxSandboxBackend: SandboxBackend {
         var paused = false
         /// A start or stop in progress: others wait for it.
         var transition: Task<Void, any Error>?
+        /// The record's write after a create, done off the create's path
+        /// (anything that writes or removes the directory waits for it).
+        var recordWrite: Task<Void, Never>?
     }
     private var entries: [SandboxID: Entry] = [:]
 
@@ -308,6 +311,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
     public func close() async {
         closing = true
         await refillTask?.value
+        for entry in entries.values { await entry.recordWrite?.value }
         discardWarmShells()
         await stopAll()
         cgroups.removeParentIfEmpty()
@@ -380,21 +384,35 @@ public actor LinuxSandboxBackend: SandboxBackend {
         }
         let l = layout(id)
         try Posix.makeDirectory(l.directory, mode: 0o700)
-        for d in [l.upper, l.work, l.root] { try Posix.makeDirectory(d, mode: 0o755) }
+        for d in [l.upper, l.work] { try Posix.makeDirectory(d, mode: 0o755) }
         if spec.userNamespace {
             try Posix.makeDirectory(l.lower, mode: 0o755)
             let owner = config.userNamespaceBase
-            for d in [l.directory, l.upper, l.work, l.root, l.lower] { _ = chown(d, owner, owner) }
+            for d in [l.directory, l.upper, l.work, l.lower] { _ = chown(d, owner, owner) }
         }
         let record = SandboxRecord(id: id, spec: spec, createdAt: Date())
-        // Not fsync'd: the daemon's database is the durable copy of the spec,
-        // and a lost record only means create() writes it again.
-        try Posix.writeFileAtomically(l.record, Array(try JSONEncoder().encode(record)), durable: false)
-        entries[id] = Entry(record: record)
-        return try await status(id)
+        var entry = Entry(record: record)
+        // Written on the thread pool while the caller goes on (usually to
+        // start it), and not fsync'd: the daemon's database is the durable
+        // copy of the spec, and a lost record only means that the daemon's
+        // next use of the sandbox creates it again (its files are kept).
+        let logger = self.logger
+        entry.recordWrite = Task {
+            do {
+                try await NIOThreadPool.singleton.runIfActive {
+                    try Posix.writeFileAtomically(l.record, Array(try JSONEncoder().encode(record)), durable: false)
+                }
+            } catch {
+                logger.error("could not write a sandbox record; it is created again when next used",
+                             metadata: ["sandbox": "\(id)", "error": "\(error)"])
+            }
+        }
+        entries[id] = entry
+        return statusOf(entry)
     }
 
     public func update(_ id: SandboxID, spec: SandboxSpec) async throws {
+        await entries[id]?.recordWrite?.value
         guard var entry = entries[id] else { throw notFound(id) }
         _ = try validate(spec)
         guard entry.runtime == nil else { throw SandboxError(.conflict, "sandbox \(id) is running; stop it first") }
@@ -449,6 +467,9 @@ public actor LinuxSandboxBackend: SandboxBackend {
             s = try await coldStart(id, spec: spec, limits: limits, imagePath: imagePath, layout: l)
             coldStarts += 1
         }
+        // A running sandbox has its record (re-adoption needs it); it was
+        // written while the sandbox started.
+        await entries[id]?.recordWrite?.value
         // Operators size warm_pool by this: cold starts beside a non-zero
         // pool mean bursts drain it (or user namespace mode, which is cold).
         Counter(label: "agentd_sandbox_backend_starts_total", dimensions: [("path", started != nil ? "warm" : "cold")])
@@ -718,6 +739,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
     }
 
     public func destroy(_ id: SandboxID) async throws {
+        await entries[id]?.recordWrite?.value
         if entries[id] != nil {
             try await stop(id)
             // Forgotten first: nothing can start it while its files go.

@@ -28,8 +28,11 @@ struct SandboxLayout {
     /// Overlay upper layer: every file the sandbox writes, kept across restarts.
     var upper: String { directory + "/upper" }
     var work: String { directory + "/work" }
-    /// Mount point of the merged root (inside the sandbox's mount namespace only).
-    var root: String { directory + "/root" }
+    /// Mount point of the merged root (inside the sandbox's mount namespace
+    /// only): the sandbox's directory itself, so that a create makes one
+    /// directory less (the overlay holds its layers from the moment it is
+    /// mounted; that it hides them in the sandbox's namespace is harmless).
+    var root: String { directory }
     /// Mount point of the idmapped lower layer (user namespace mode).
     var lower: String { directory + "/lower" }
 }
