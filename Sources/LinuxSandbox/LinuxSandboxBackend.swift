@@ -453,13 +453,13 @@ public actor LinuxSandboxBackend: SandboxBackend {
         let imagePath = try images.path(for: spec.image)
         let l = layout(id)
 
-        var started: (pid: pid_t, pidfd: Int32, channel: Int32, cgroup: String)? = nil
+        var started: (pid: pid_t, pidfd: Int32, channel: Int32, cgroup: String, startTime: UInt64?)? = nil
         warmFailing = false
         if !spec.userNamespace, let shell = warmShells.popLast() {
             warmCgroups.remove(shell.cgroup)
             started = await claim(shell, id: id, spec: spec, limits: limits, imagePath: imagePath, layout: l)
         }
-        let s: (pid: pid_t, pidfd: Int32, channel: Int32, cgroup: String)
+        let s: (pid: pid_t, pidfd: Int32, channel: Int32, cgroup: String, startTime: UInt64?)
         if let started {
             s = started
             warmStarts += 1
@@ -477,7 +477,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
 
         let runtime = SandboxRuntime(pid: s.pid, pidfd: s.pidfd, channel: InitChannel(fd: s.channel),
                                      startedAt: Date(), limits: limits, cgroup: s.cgroup, image: imagePath)
-        let rec = RuntimeRecord(pid: s.pid, startTime: Self.startTime(of: s.pid) ?? 0,
+        let rec = RuntimeRecord(pid: s.pid, startTime: s.startTime ?? Self.startTime(of: s.pid) ?? 0,
                                 startedAt: runtime.startedAt, limits: limits, cgroup: s.cgroup, image: imagePath)
         // On the run directory (tmpfs): a reboot forgets it, as it should.  A
         // plain write: a torn record only means the sandbox is not re-adopted.
@@ -530,7 +530,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
     /// (it is gone then, with its cgroup and socket), and the start goes cold.
     private func claim(_ shell: WarmShell, id: SandboxID, spec: SandboxSpec, limits: ResourceLimits,
                        imagePath: String, layout l: SandboxLayout) async
-        -> (pid: pid_t, pidfd: Int32, channel: Int32, cgroup: String)?
+        -> (pid: pid_t, pidfd: Int32, channel: Int32, cgroup: String, startTime: UInt64?)?
     {
         var cgroup = shell.cgroup
         var socket = shell.socketPath
@@ -561,7 +561,9 @@ public actor LinuxSandboxBackend: SandboxBackend {
                 }
             }
             cgroup = spawned.value
-            return (spawned.pid, spawned.pidfd, shell.channelFD, cgroup)
+            // (A process's start time does not change when it execs: the
+            // shell's, read when it was made, is init's.)
+            return (spawned.pid, spawned.pidfd, shell.channelFD, cgroup, shell.startTime)
         } catch {
             discard("\(error)")
             return nil
@@ -570,7 +572,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
 
     private func coldStart(_ id: SandboxID, spec: SandboxSpec, limits: ResourceLimits, imagePath: String,
                            layout l: SandboxLayout) async throws
-        -> (pid: pid_t, pidfd: Int32, channel: Int32, cgroup: String)
+        -> (pid: pid_t, pidfd: Int32, channel: Int32, cgroup: String, startTime: UInt64?)
     {
         var lowerTree: Int32? = nil
         if spec.userNamespace { lowerTree = try idmappedImage(imagePath) }
@@ -631,7 +633,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
         }
         placement.close()
         [listenFD, pair.initEnd, netns].forEach(Posix.close)
-        return (spawned.pid, spawned.pidfd, pair.agentd, id.rawValue)
+        return (spawned.pid, spawned.pidfd, pair.agentd, id.rawValue, nil)
     }
 
     private func watch(_ id: SandboxID, _ runtime: SandboxRuntime) {

@@ -16,9 +16,12 @@ final class WarmShell: @unchecked Sendable {
     let cgroup: String
     let socketPath: String
     let channelFD: Int32
+    /// Field 22 of /proc/PID/stat, for the runtime record.
+    let startTime: UInt64?
 
     init(handle: agentd_warm, cgroup: String, socketPath: String, channelFD: Int32) {
         self.handle = handle
+        self.startTime = LinuxSandboxBackend.startTime(of: handle.pid)
         self.cgroup = cgroup
         self.socketPath = socketPath
         self.channelFD = channelFD
