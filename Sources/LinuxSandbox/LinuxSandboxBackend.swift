@@ -218,6 +218,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
     /// The last warm shell could not be made: none is tried again until the
     /// next start (no retry loop on a host where they cannot work).
     private var warmFailing = false
+    private var warmFailureLogged = false
     private var warmStarts = 0
     private var coldStarts = 0
     /// Where warm shells stage /proc, /dev and /sys (a tmpfs each mounts
@@ -1015,8 +1016,12 @@ public actor LinuxSandboxBackend: SandboxBackend {
     private func warmFailed(_ name: String, _ error: any Error) {
         warmCgroups.remove(name)
         warmFailing = true
-        // Starts go cold meanwhile; the next start tries again.
-        logger.warning("could not prepare a warm sandbox shell", metadata: ["error": "\(error)"])
+        // Starts go cold meanwhile; the next start tries again.  Said once
+        // as a warning (a host where they cannot work would say it at every
+        // start), then at debug level.
+        logger.log(level: warmFailureLogged ? .debug : .warning,
+                   "could not prepare a warm sandbox shell; starts go cold", metadata: ["error": "\(error)"])
+        warmFailureLogged = true
     }
 
     private func discardWarmShells() {
