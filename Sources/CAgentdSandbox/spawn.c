@@ -61,6 +61,7 @@ struct child_ctx {
     int report_fd;
     int sync_fd;
     int sync_write_fd; /* the parent's end: ours is closed so EOF can reach us */
+    int claimed_fd;    /* a warm shell: the fd that came with its claim, or -1 */
 };
 
 /* Kernel layout of struct sigaction for rt_sigaction(2). */
@@ -167,9 +168,11 @@ static void child_plan(struct child_ctx *ctx, const struct agentd_spawn_config *
             if (rc == -EEXIST)
                 rc = 0;
             break;
-        case AGENTD_OP_MOVE_MOUNT:
-            rc = SC5(SYS_move_mount, op->fd, "", AT_FDCWD, op->target, MOVE_MOUNT_F_EMPTY_PATH);
+        case AGENTD_OP_MOVE_MOUNT: {
+            int fd = op->fd == AGENTD_FD_CLAIMED ? ctx->claimed_fd : op->fd;
+            rc = SC5(SYS_move_mount, fd, "", AT_FDCWD, op->target, MOVE_MOUNT_F_EMPTY_PATH);
             break;
+        }
         default:
             rc = -EINVAL;
         }
@@ -430,7 +433,7 @@ int agentd_spawn(const struct agentd_spawn_config *cfg, struct agentd_spawn_resu
         return -1;
     }
 
-    struct child_ctx ctx = {cfg, report[1], sync[0], sync[1]};
+    struct child_ctx ctx = {cfg, report[1], sync[0], sync[1], -1};
     int pidfd = -1;
     struct clone_args args;
     memset(&args, 0, sizeof args);
@@ -565,19 +568,38 @@ static int warm_main(void *arg)
 
     struct child_report ready = {AGENTD_STAGE_NONE, 0, 0};
     SC3(SYS_write, ctx->report_fd, &ready, sizeof ready);
+    /* The claim: one byte, and maybe the session's root as a detached
+     * mount (SCM_RIGHTS). */
     char c;
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } u;
+    struct iovec iov = {&c, 1};
+    struct msghdr msg;
     long got;
     do {
-        got = SC3(SYS_read, claim, &c, 1);
+        memset(&msg, 0, sizeof msg);
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = u.buf;
+        msg.msg_controllen = sizeof u.buf;
+        got = SC3(SYS_recvmsg, claim, &msg, MSG_CMSG_CLOEXEC);
     } while (got == -EINTR);
     if (got != 1) /* released, or agentd is gone */
         SC1(SYS_exit_group, 0);
     SC1(SYS_close, claim);
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+    if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS &&
+        cm->cmsg_len == CMSG_LEN(sizeof(int)))
+        memcpy(&ctx->claimed_fd, CMSG_DATA(cm), sizeof(int));
 
     /* Claimed: from here on this is a cold start's second half. */
     const struct agentd_spawn_config *cl = __atomic_load_n(&sh->claim, __ATOMIC_ACQUIRE);
     SC3(SYS_sched_setscheduler, 0, SCHED_OTHER, &param);
     child_plan(ctx, cl);
+    if (ctx->claimed_fd >= 0)
+        SC1(SYS_close, ctx->claimed_fd);
     child_pivot(ctx, cl);
     /* stdio was the host's /dev/null while staging: the new root's now. */
     long null = SC4(SYS_openat, AT_FDCWD, "/dev/null", O_RDWR | O_CLOEXEC, 0);
@@ -646,6 +668,7 @@ int agentd_warm_start(const struct agentd_spawn_config *cfg, struct agentd_warm 
     sh->ctx.report_fd = report[1];
     sh->ctx.sync_fd = -1;
     sh->ctx.sync_write_fd = -1;
+    sh->ctx.claimed_fd = -1;
     sh->claim_fd = claim[1];
 
     int pidfd = -1;
@@ -692,7 +715,7 @@ int agentd_warm_start(const struct agentd_spawn_config *cfg, struct agentd_warm 
     return -1;
 }
 
-int agentd_warm_claim_begin(struct agentd_warm *w, const struct agentd_spawn_config *cfg,
+int agentd_warm_claim_begin(struct agentd_warm *w, const struct agentd_spawn_config *cfg, int pass_fd,
                             struct agentd_spawn_result *res)
 {
     memset(res, 0, sizeof *res);
@@ -710,10 +733,7 @@ int agentd_warm_claim_begin(struct agentd_warm *w, const struct agentd_spawn_con
      * case this fails). */
     struct sched_param normal = {0};
     sched_setscheduler(w->pid, SCHED_OTHER, &normal);
-    ssize_t n;
-    do {
-        n = send(w->claim_fd, "c", 1, MSG_NOSIGNAL);
-    } while (n < 0 && errno == EINTR);
+    ssize_t n = agentd_send_fds(w->claim_fd, "c", 1, &pass_fd, pass_fd >= 0 ? 1 : 0);
     if (n != 1) {
         res->stage = AGENTD_STAGE_WARM; /* EPIPE: the shell had died */
         res->err = n < 0 ? errno : EIO;
@@ -1015,6 +1035,32 @@ int agentd_detached_tree(const char *path, int userns_fd)
         return -1;
     }
     return fd;
+}
+
+#ifndef FSCONFIG_SET_STRING
+#define FSCONFIG_SET_STRING 1
+#define FSCONFIG_CMD_CREATE 6
+#endif
+#ifndef FSOPEN_CLOEXEC
+#define FSOPEN_CLOEXEC 0x00000001
+#define FSMOUNT_CLOEXEC 0x00000001
+#endif
+
+int agentd_overlay_detached(const char *lower, const char *upper, const char *work)
+{
+    int fs = (int)syscall(SYS_fsopen, "overlay", FSOPEN_CLOEXEC);
+    if (fs < 0)
+        return -1;
+    int mnt = -1;
+    if (syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "lowerdir", lower, 0) == 0 &&
+        syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "upperdir", upper, 0) == 0 &&
+        syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "workdir", work, 0) == 0 &&
+        syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) == 0)
+        mnt = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, 0);
+    int saved = errno;
+    close(fs);
+    errno = saved;
+    return mnt;
 }
 
 int agentd_pidfd_open(pid_t pid)

@@ -39,7 +39,9 @@ public struct LinuxSandboxConfig: Sendable {
     public var adoptRunning: Bool
     /// Warm shells kept ready (namespaces, cgroup, /proc, /dev, /sys made
     /// ahead of need, see agentd_sandbox.h): a start claims one instead of
-    /// cloning, unless it asks for a user namespace.  0 turns them off.
+    /// cloning, unless it asks for a user namespace; and as many spare
+    /// roots for the image of the last create (see SpareRoot).  0 turns
+    /// both off.
     public var warmPool: Int
     /// How long after a start the pools are refilled (see `doStart`).
     public var refillDelay: Duration
@@ -221,6 +223,17 @@ public actor LinuxSandboxBackend: SandboxBackend {
     private var warmFailureLogged = false
     private var warmStarts = 0
     private var coldStarts = 0
+    /// Sandbox directories with their root mounted ahead (see SpareRoot):
+    /// `warmPool` are kept for the image of the last create, and as many
+    /// more of other images (the oldest go first); none are tried again
+    /// until the next create after one failed.
+    private var spareRoots: [SpareRoot] = []
+    private var spareImage: String?
+    private var spareFailing = false
+    private var spareFailureLogged = false
+    /// Root mounts (spare or prepared) closed without being attached: what
+    /// tests check the release paths by, since fds are process-wide.
+    private(set) var unattachedRootsClosed = 0
     /// Where warm shells stage /proc, /dev and /sys (a tmpfs each mounts
     /// over it in its own mount namespace; on the host it stays empty).
     nonisolated var warmStagingDirectory: String { config.runDirectory + "/warm" }
@@ -234,10 +247,13 @@ public actor LinuxSandboxBackend: SandboxBackend {
         /// The record's write after a create, done off the create's path
         /// (anything that writes or removes the directory waits for it).
         var recordWrite: Task<Void, Never>?
+        /// The root of a sandbox created from a spare, mounted already: its
+        /// first start attaches it (and closes it, as do destroy and close).
+        var preparedRoot: SpareRoot?
     }
     private var entries: [SandboxID: Entry] = [:]
 
-    private var sandboxesDirectory: String { config.stateDirectory + "/sandboxes" }
+    private nonisolated var sandboxesDirectory: String { config.stateDirectory + "/sandboxes" }
 
     /// Open the backend: detect cgroups, compile seccomp, load agentd-init,
     /// then find the sandboxes a previous agentd left and adopt or stop them.
@@ -296,6 +312,8 @@ public actor LinuxSandboxBackend: SandboxBackend {
     public func shutdown() {
         closing = true
         discardWarmShells()
+        discardSpareRoots()
+        for id in entries.keys { discardPreparedRoot(id) }
         reaper.shutdown()
         background.shutdownGracefully { _ in }
         netnsPool.forEach(Posix.close)
@@ -314,6 +332,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
         await refillTask?.value
         for entry in entries.values { await entry.recordWrite?.value }
         discardWarmShells()
+        discardSpareRoots()
         await stopAll()
         cgroups.removeParentIfEmpty()
         shutdown()
@@ -331,6 +350,18 @@ public actor LinuxSandboxBackend: SandboxBackend {
 
     /// The warm shells waiting in the pool.
     var pooledWarmShells: [WarmShell] { warmShells }
+
+    /// The spare roots waiting in the pool, and the one a created sandbox
+    /// holds until its first start.
+    var pooledSpareRoots: [SpareRoot] { spareRoots }
+    func preparedRoot(_ id: SandboxID) -> SpareRoot? { entries[id]?.preparedRoot }
+
+    /// Empty the warm pool until the next start (tests of a cold start on a
+    /// prepared root).
+    func dropWarmShells() {
+        discardWarmShells()
+        warmFailing = true
+    }
 
     /// Wait until the pools (warm shells, network namespaces, spare cgroups)
     /// are full again: benchmarks time starts on a settled host.
@@ -363,20 +394,20 @@ public actor LinuxSandboxBackend: SandboxBackend {
     private func socketPath(_ id: SandboxID) -> String { config.runDirectory + "/" + id.rawValue + ".sock" }
     private func runtimeRecordPath(_ id: SandboxID) -> String { config.runDirectory + "/" + id.rawValue + ".run" }
 
-    private func validate(_ spec: SandboxSpec) throws(SandboxError) -> ResourceLimits {
+    private func validate(_ spec: SandboxSpec) throws(SandboxError) -> (limits: ResourceLimits, image: String) {
         try spec.validate()
         try spec.limits.validate(hostMemory: hostMemory, hostCPUs: hostCPUs)
         if case .allowlist = spec.network {
             throw SandboxError(.unsupported, "network allowlists are not supported by the Linux backend yet",
                                field: "network")
         }
-        _ = try images.path(for: spec.image)
-        return spec.limits.resolved(over: config.defaultLimits)
+        let image = try images.path(for: spec.image)
+        return (spec.limits.resolved(over: config.defaultLimits), image)
     }
 
     @discardableResult
     public func create(_ id: SandboxID, spec: SandboxSpec) async throws -> SandboxStatus {
-        _ = try validate(spec)
+        let imagePath = try validate(spec).image
         if let existing = entries[id] {
             guard existing.record.spec == spec else {
                 throw SandboxError(.conflict, "sandbox \(id) exists with another spec")
@@ -384,8 +415,27 @@ public actor LinuxSandboxBackend: SandboxBackend {
             return try await status(id)
         }
         let l = layout(id)
-        try Posix.makeDirectory(l.directory, mode: 0o700)
-        for d in [l.upper, l.work] { try Posix.makeDirectory(d, mode: 0o755) }
+        // A spare's directory renamed to the sandbox's replaces three
+        // mkdirs, and its start the overlay mount.  (The rename fails when
+        // the sandbox's directory exists and is not empty: the files of a
+        // sandbox whose record was lost, which it keeps.)
+        var prepared: SpareRoot? = nil
+        if !spec.userNamespace, config.warmPool > 0 {
+            spareImage = imagePath
+            spareFailing = false
+            if let i = spareRoots.lastIndex(where: { $0.image == imagePath }) {
+                let spare = spareRoots.remove(at: i)
+                if rename(spare.directory, l.directory) == 0 {
+                    prepared = spare
+                } else {
+                    spare.discard()
+                }
+            }
+        }
+        if prepared == nil {
+            try Posix.makeDirectory(l.directory, mode: 0o700)
+            for d in [l.upper, l.work] { try Posix.makeDirectory(d, mode: 0o755) }
+        }
         if spec.userNamespace {
             try Posix.makeDirectory(l.lower, mode: 0o755)
             let owner = config.userNamespaceBase
@@ -393,6 +443,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
         }
         let record = SandboxRecord(id: id, spec: spec, createdAt: Date())
         var entry = Entry(record: record)
+        entry.preparedRoot = prepared
         // Written on the thread pool while the caller goes on (usually to
         // start it), and not fsync'd: the daemon's database is the durable
         // copy of the spec, and a lost record only means that the daemon's
@@ -409,13 +460,14 @@ public actor LinuxSandboxBackend: SandboxBackend {
             }
         }
         entries[id] = entry
+        if needsSpare() { refillPools(after: config.refillDelay) }
         return statusOf(entry)
     }
 
     public func update(_ id: SandboxID, spec: SandboxSpec) async throws {
         await entries[id]?.recordWrite?.value
         guard var entry = entries[id] else { throw notFound(id) }
-        _ = try validate(spec)
+        let imagePath = try validate(spec).image
         guard entry.runtime == nil else { throw SandboxError(.conflict, "sandbox \(id) is running; stop it first") }
         guard entry.record.spec.userNamespace == spec.userNamespace else {
             throw SandboxError(.conflict, "the user namespace mode of a sandbox cannot change (its files are owned accordingly)",
@@ -424,6 +476,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
         entry.record.spec = spec
         try Posix.writeFileAtomically(layout(id).record, Array(try JSONEncoder().encode(entry.record)))
         entries[id] = entry
+        if entry.preparedRoot?.image != imagePath { discardPreparedRoot(id) }
     }
 
     private func notFound(_ id: SandboxID) -> SandboxError {
@@ -450,22 +503,36 @@ public actor LinuxSandboxBackend: SandboxBackend {
     private func doStart(_ id: SandboxID) async throws {
         guard let entry = entries[id] else { throw notFound(id) }
         let spec = entry.record.spec
-        let limits = try validate(spec)
-        let imagePath = try images.path(for: spec.image)
+        let (limits, imagePath) = try validate(spec)
         let l = layout(id)
+        // Used by this start's first attempt only (a warm shell that fails
+        // after attaching it takes it along), closed when it is done.
+        var prepared = entry.preparedRoot
+        entries[id]?.preparedRoot = nil
+        defer { if let p = prepared { Posix.close(p.fd) } }
+        if prepared?.image != imagePath, let p = prepared {
+            Posix.close(p.fd)
+            prepared = nil
+        }
 
         var started: (pid: pid_t, pidfd: Int32, channel: Int32, cgroup: String, startTime: UInt64?)? = nil
         warmFailing = false
         if !spec.userNamespace, let shell = warmShells.popLast() {
             warmCgroups.remove(shell.cgroup)
-            started = await claim(shell, id: id, spec: spec, limits: limits, imagePath: imagePath, layout: l)
+            started = await claim(shell, id: id, spec: spec, limits: limits, imagePath: imagePath, layout: l,
+                                  prepared: prepared)
+            if started == nil, let p = prepared {
+                Posix.close(p.fd)
+                prepared = nil
+            }
         }
         let s: (pid: pid_t, pidfd: Int32, channel: Int32, cgroup: String, startTime: UInt64?)
         if let started {
             s = started
             warmStarts += 1
         } else {
-            s = try await coldStart(id, spec: spec, limits: limits, imagePath: imagePath, layout: l)
+            s = try await coldStart(id, spec: spec, limits: limits, imagePath: imagePath, layout: l,
+                                    prepared: prepared)
             coldStarts += 1
         }
         // A running sandbox has its record (re-adoption needs it); it was
@@ -530,7 +597,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
     /// Start `id` from a warm shell; nil when the shell could not be used
     /// (it is gone then, with its cgroup and socket), and the start goes cold.
     private func claim(_ shell: WarmShell, id: SandboxID, spec: SandboxSpec, limits: ResourceLimits,
-                       imagePath: String, layout l: SandboxLayout) async
+                       imagePath: String, layout l: SandboxLayout, prepared: SpareRoot?) async
         -> (pid: pid_t, pidfd: Int32, channel: Int32, cgroup: String, startTime: UInt64?)?
     {
         var cgroup = shell.cgroup
@@ -550,14 +617,16 @@ public actor LinuxSandboxBackend: SandboxBackend {
             socket = socketPath(id)
             var s = sessionSpawnSpec(0, root: l.root, spec: spec, limits: limits)
             s.ops = MountPlan.claim(layout: l, imagePath: imagePath, spec: spec, limits: limits,
-                                    staging: warmStagingDirectory)
+                                    staging: warmStagingDirectory,
+                                    prepared: prepared?.prepared(fd: AGENTD_FD_CLAIMED))
+            let passFD = prepared?.fd ?? -1
             let claimSpec = s
             let cgroups = self.cgroups
             // The cgroup gets the session's limits (and on v1 its name) while
             // the shell mounts its root: init runs no command of the session
             // before start() returns, so they are in place before any does.
             let spawned = try await NIOThreadPool.singleton.runIfActive {
-                try Spawner.claim(shell, claimSpec) { () throws(SandboxError) -> String in
+                try Spawner.claim(shell, claimSpec, passFD: passFD) { () throws(SandboxError) -> String in
                     try cgroups.claimWarm(shell.cgroup, as: id.rawValue, limits: limits)
                 }
             }
@@ -572,7 +641,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
     }
 
     private func coldStart(_ id: SandboxID, spec: SandboxSpec, limits: ResourceLimits, imagePath: String,
-                           layout l: SandboxLayout) async throws
+                           layout l: SandboxLayout, prepared: SpareRoot?) async throws
         -> (pid: pid_t, pidfd: Int32, channel: Int32, cgroup: String, startTime: UInt64?)
     {
         var lowerTree: Int32? = nil
@@ -619,7 +688,8 @@ public actor LinuxSandboxBackend: SandboxBackend {
             s.uidMap = map
             s.gidMap = map
         }
-        s.ops = MountPlan.build(layout: l, imagePath: imagePath, lowerTreeFD: lowerTree, spec: spec, limits: limits)
+        s.ops = MountPlan.build(layout: l, imagePath: imagePath, lowerTreeFD: lowerTree, spec: spec, limits: limits,
+                                prepared: prepared.map { $0.prepared(fd: $0.fd) })
         s.passFDs = [listenFD, pair.initEnd]
 
         let spawned: (pid: pid_t, pidfd: Int32)
@@ -745,6 +815,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
         await entries[id]?.recordWrite?.value
         if entries[id] != nil {
             try await stop(id)
+            discardPreparedRoot(id)
             // Forgotten first: nothing can start it while its files go.
             entries[id] = nil
         }
@@ -974,6 +1045,17 @@ public actor LinuxSandboxBackend: SandboxBackend {
                 }
                 guard await self.addWarm(shell, name) else { break }
             }
+            while let image = await self.nextSpareImage() {
+                let parent = self.sandboxesDirectory
+                let spare: SpareRoot
+                do {
+                    spare = try await self.background.runIfActive { try SpareRoot.make(parent: parent, image: image) }
+                } catch {
+                    await self.spareFailed(error)
+                    break
+                }
+                guard await self.addSpare(spare) else { break }
+            }
             try? await self.background.runIfActive { cgroups.prepareSpares(count: spares) }
             while await self.needsNetns() {
                 let fd = (try? await self.background.runIfActive { agentd_netns_create() }) ?? -1
@@ -989,7 +1071,54 @@ public actor LinuxSandboxBackend: SandboxBackend {
     private func doneRefilling() {
         refilling = false
         // A start may have taken from a pool after its loop had ended.
-        if needsWarm() || needsNetns() { refillPools() }
+        if needsWarm() || needsNetns() || needsSpare() { refillPools() }
+    }
+
+    private func needsSpare() -> Bool {
+        guard !closing, !spareFailing, let image = spareImage else { return false }
+        return spareRoots.count { $0.image == image } < config.warmPool
+    }
+
+    private func nextSpareImage() -> String? { needsSpare() ? spareImage : nil }
+
+    private func addSpare(_ spare: SpareRoot) -> Bool {
+        guard !closing else {
+            spare.discard()
+            unattachedRootsClosed += 1
+            return false
+        }
+        spareRoots.append(spare)
+        while spareRoots.count > 2 * config.warmPool,
+              let i = spareRoots.firstIndex(where: { $0.image != spareImage }) {
+            spareRoots.remove(at: i).discard()
+            unattachedRootsClosed += 1
+        }
+        return true
+    }
+
+    private func spareFailed(_ error: any Error) {
+        spareFailing = true
+        logger.log(level: spareFailureLogged ? .debug : .warning,
+                   "could not prepare a sandbox root ahead of a create; creates make their own",
+                   metadata: ["error": "\(error)"])
+        spareFailureLogged = true
+    }
+
+    /// Unmount and remove the spare roots (a few directories each).
+    private func discardSpareRoots() {
+        let spares = spareRoots
+        spareRoots = []
+        spares.forEach { $0.discard() }
+        unattachedRootsClosed += spares.count
+    }
+
+    /// Unmount the prepared root of a sandbox that was not started on it
+    /// (its directory is the sandbox's own and stays).
+    private func discardPreparedRoot(_ id: SandboxID) {
+        guard let p = entries[id]?.preparedRoot else { return }
+        Posix.close(p.fd)
+        entries[id]?.preparedRoot = nil
+        unattachedRootsClosed += 1
     }
 
     /// The cgroup name of the next warm shell to make, or nil when the pool
@@ -1116,6 +1245,10 @@ public actor LinuxSandboxBackend: SandboxBackend {
             }
         }
         collectImageGarbage(leftovers: true)
+        // Spare roots: their mounts were gone with the agentd that made them.
+        for name in Posix.listDirectory(sandboxesDirectory) where name.hasPrefix(SpareRoot.prefix) {
+            try? Posix.removeTree(sandboxesDirectory + "/" + name)
+        }
         // Leftovers: cgroups and sockets of sandboxes that are not running,
         // and of warm shells (they exited with the agentd that made them).
         let inUse = Set(entries.values.compactMap { $0.runtime?.cgroup })

@@ -37,6 +37,15 @@ struct SandboxLayout {
     var lower: String { directory + "/lower" }
 }
 
+/// A sandbox's root mounted before its start (see SpareRoot): the overlay
+/// as a detached mount, and the mount points already made in its upper layer.
+struct PreparedRoot: Equatable {
+    /// The mount in the plan: its fd (a cold start's child inherits it), or
+    /// `AGENTD_FD_CLAIMED` (it goes to a warm shell with the claim).
+    var fd: Int32
+    var made: Set<String>
+}
+
 enum MountPlan {
     static let msRdonly: UInt = 1, msNosuid: UInt = 2, msNodev: UInt = 4, msNoexec: UInt = 8
     static let msRemount: UInt = 32, msBind: UInt = 4096, msRec: UInt = 16384
@@ -69,9 +78,10 @@ enum MountPlan {
     /// The whole plan for one cold start: the session's root, then the
     /// kernel file systems mounted into it, then what depends on the session.
     /// - lowerTreeFD: a detached idmapped tree of the image (user namespace mode).
+    /// - prepared: the root, mounted already (then lowerTreeFD is nil).
     static func build(layout: SandboxLayout, imagePath: String, lowerTreeFD: Int32?, spec: SandboxSpec,
-                      limits: ResourceLimits) -> [PlanOp] {
-        rootOps(layout: layout, imagePath: imagePath, lowerTreeFD: lowerTreeFD, spec: spec)
+                      limits: ResourceLimits, prepared: PreparedRoot? = nil) -> [PlanOp] {
+        rootOps(layout: layout, imagePath: imagePath, lowerTreeFD: lowerTreeFD, spec: spec, prepared: prepared)
             + kernelFileSystems(under: layout.root, userNamespace: spec.userNamespace)
             + sessionOps(root: layout.root, spec: spec, limits: limits)
     }
@@ -89,35 +99,46 @@ enum MountPlan {
     /// A warm shell's claim: the session's root, the staged /proc, /dev and
     /// /sys moved into it (with the masks mounted on them), the rest as cold.
     static func claim(layout: SandboxLayout, imagePath: String, spec: SandboxSpec, limits: ResourceLimits,
-                      staging: String) -> [PlanOp] {
-        rootOps(layout: layout, imagePath: imagePath, lowerTreeFD: nil, spec: spec)
+                      staging: String, prepared: PreparedRoot? = nil) -> [PlanOp] {
+        rootOps(layout: layout, imagePath: imagePath, lowerTreeFD: nil, spec: spec, prepared: prepared)
             + ["/proc", "/dev", "/sys"].map {
                 PlanOp.mount(source: staging + $0, target: layout.root + $0, fstype: nil, flags: msMove, data: nil)
             }
             + sessionOps(root: layout.root, spec: spec, limits: limits)
     }
 
-    /// The overlay root and the mount points the image lacks.
+    /// Where the sandbox's file systems and working directory are mounted
+    /// or entered: each must exist in its root.
+    static let mountPoints = ["/proc", "/dev", "/sys", "/tmp", "/workspace"]
+
+    /// The overlay root (mounted now, or attached when prepared) and the
+    /// mount points the image lacks.
     private static func rootOps(layout: SandboxLayout, imagePath: String, lowerTreeFD: Int32?,
-                                spec: SandboxSpec) -> [PlanOp] {
+                                spec: SandboxSpec, prepared: PreparedRoot?) -> [PlanOp] {
         let root = layout.root
         var ops: [PlanOp] = []
-        var lowerdir = imagePath
-        if let fd = lowerTreeFD {
-            ops.append(.moveMount(fd: fd, target: layout.lower))
-            lowerdir = layout.lower
+        if let prepared {
+            ops.append(.moveMount(fd: prepared.fd, target: root))
+        } else {
+            var lowerdir = imagePath
+            if let fd = lowerTreeFD {
+                ops.append(.moveMount(fd: fd, target: layout.lower))
+                lowerdir = layout.lower
+            }
+            var overlay = "lowerdir=\(lowerdir),upperdir=\(layout.upper),workdir=\(layout.work)"
+            if spec.userNamespace { overlay += ",userxattr" }
+            ops.append(.mount(source: "overlay", target: root, fstype: "overlay", flags: 0, data: overlay))
         }
-        var overlay = "lowerdir=\(lowerdir),upperdir=\(layout.upper),workdir=\(layout.work)"
-        if spec.userNamespace { overlay += ",userxattr" }
-        ops.append(.mount(source: "overlay", target: root, fstype: "overlay", flags: 0, data: overlay))
         // Mount points the image lacks are made in the upper layer.
-        var dirs = ["/proc", "/dev", "/sys", "/tmp", "/workspace"]
+        var dirs = mountPoints
         var walked = ""
         for part in spec.workdir.split(separator: "/") {
             walked += "/" + part
             if !dirs.contains(walked) { dirs.append(walked) }
         }
-        for d in dirs where !Posix.isDirectory(imagePath + d) { ops.append(.mkdir(root + d)) }
+        for d in dirs where !(prepared?.made.contains(d) ?? false) && !Posix.isDirectory(imagePath + d) {
+            ops.append(.mkdir(root + d))
+        }
         return ops
     }
 
@@ -244,7 +265,7 @@ extension PlanOp {
         case let .mkdir(t, _): return "mkdir \(t)"
         case let .mknod(t, _, _): return "mknod \(t)"
         case let .symlink(target, at): return "symlink \(at) -> \(target)"
-        case let .moveMount(_, t): return "attach image at \(t)"
+        case let .moveMount(_, t): return "attach a prepared tree at \(t)"
         }
     }
 }

@@ -62,14 +62,17 @@ enum Spawner {
     /// Claim a warm shell with the session's half of a start (`s`: plan,
     /// root, hostname, limits, privileges), running `meanwhile` while the
     /// shell sets up; when `meanwhile` throws, the shell is killed and its
-    /// error thrown.  The shell is spent either way.
-    static func claim<T>(_ shell: WarmShell, _ s: SpawnSpec, meanwhile: () throws(SandboxError) -> T)
+    /// error thrown.  The shell is spent either way.  `passFD` (when >= 0)
+    /// goes to the shell with the claim: plan steps name it
+    /// `AGENTD_FD_CLAIMED` (a prepared root, see SpareRoot).
+    static func claim<T>(_ shell: WarmShell, _ s: SpawnSpec, passFD: Int32 = -1,
+                         meanwhile: () throws(SandboxError) -> T)
         throws(SandboxError) -> (pid: pid_t, pidfd: Int32, value: T)
     {
         var result = agentd_spawn_result()
         let outcome: Result<T, SandboxError>? = withConfig(s) { cfg in
             shell.withHandle { w -> Result<T, SandboxError>? in
-                guard agentd_warm_claim_begin(&w, cfg, &result) == 0 else { return nil }
+                guard agentd_warm_claim_begin(&w, cfg, passFD, &result) == 0 else { return nil }
                 let value: Result<T, SandboxError>
                 do throws(SandboxError) {
                     value = .success(try meanwhile())

@@ -100,8 +100,17 @@ enum TestEnvironment {
                                        cgroupParent: parent, networkNamespacePool: pool, warmPool: warm),
             logger: logger)
         // Pools full: with `warm` > 0 the test's first start claims a warm
-        // shell, with 0 every start is cold.
+        // shell, and its first create a spare root (made for the image of
+        // the last create: a create of the test image primes them); with 0
+        // every start is cold on a root mounted by the start.
         await backend.settlePools()
+        if warm > 0 {
+            let primer = try SandboxID("t-primer-\(UInt32.random(in: 0...UInt32.max))")
+            try await backend.create(primer, spec: spec)
+            try await backend.destroy(primer)
+            await backend.settlePools()
+            #expect(await backend.pooledSpareRoots.count == warm, "spare roots were not made")
+        }
         var failure: (any Error)? = nil
         do {
             try await body(backend)

@@ -84,15 +84,22 @@ struct WarmShellTests {
             config: LinuxSandboxConfig(stateDirectory: state, cgroupParent: parent, networkNamespacePool: 0,
                                        warmPool: 3),
             logger: logger)
+        // A create sets the image spare roots are made for.
+        let primer = TestEnvironment.id("primer")
+        try await b.create(primer, spec: TestEnvironment.spec)
+        try await b.destroy(primer)
         await b.settlePools()
         let pids = await b.pooledWarmShells.map(\.pid)
         #expect(pids.count == 3)
+        #expect(await b.pooledSpareRoots.count == 3)
         let cgroups = b.cgroups.existing()
         #expect(cgroups.count == 3 && cgroups.allSatisfy { $0.hasPrefix(".sandbox-") }, "\(cgroups)")
         #expect(await b.cgroupNames().isEmpty, "pooled shells' cgroups count as leaks")
         await b.close()
         for pid in pids { #expect(await Self.waitGone(pid), "warm shell \(pid) still runs") }
         #expect(Posix.listDirectory(state + "/run").filter { $0.hasPrefix(".warm-") }.isEmpty)
+        #expect(Posix.listDirectory(state + "/sandboxes").isEmpty, "spare roots left")
+        #expect(await b.unattachedRootsClosed == 3, "spare roots' mounts still open")
         #expect(!CgroupMounts.read().v1.values.contains { Posix.exists($0 + "/" + parent) }, "cgroup parent left")
         if let v2 = CgroupMounts.read().v2 { #expect(!Posix.exists(v2 + "/" + parent), "cgroup v2 parent left") }
         try? Posix.removeTree(state)
@@ -177,12 +184,131 @@ struct WarmShellTests {
         cg.close()
         let sock = config.runDirectory + "/.warm-leftover.sock"
         Posix.close(try LinuxSandboxBackend.listenSocket(sock))
+        // and a spare root's directory (its mount went with the process).
+        let spare = state + "/sandboxes/" + SpareRoot.prefix + "leftover"
+        try Posix.makeDirectories(spare + "/upper/workspace")
+        try Posix.makeDirectories(spare + "/work/work")
         await first.shutdown()
         #expect(first.cgroups.existing().contains(".sandbox-leftover"))
         let second = try await LinuxSandboxBackend.open(config: config, logger: logger)
         #expect(second.cgroups.existing().isEmpty)
         #expect(!Posix.exists(sock))
+        #expect(!Posix.exists(spare))
         await second.close()
         try? Posix.removeTree(state)
+    }
+
+    // MARK: spare roots
+
+    @Test func aCreateTakesASpareRootThatTheStartAttaches() async throws {
+        try await TestEnvironment.withBackend(warm: 2) { b in
+            let spares = await b.pooledSpareRoots
+            try #require(spares.count == 2)
+            let id = TestEnvironment.id()
+            var spec = TestEnvironment.spec
+            spec.workdir = "/workspace/sub"
+            try await b.create(id, spec: spec)
+            let prepared = try #require(await b.preparedRoot(id), "the create took no spare root")
+            #expect(!Posix.exists(prepared.directory), "the spare's directory was not renamed")
+            let dir = b.config.stateDirectory + "/sandboxes/\(id)"
+            #expect(Posix.isDirectory(dir + "/upper") && Posix.isDirectory(dir + "/work"))
+            try await b.start(id)
+            #expect(await b.preparedRoot(id) == nil)
+            #expect(await b.startCounts().warm == 1)
+            #expect(try await b.sh(id, "pwd").trimmed == "/workspace/sub")
+            // The root is the overlay on the sandbox's layers: a file written
+            // in the sandbox is in its upper layer on the host, under its
+            // directory's new name.
+            let rootMount = try await b.sh(id, "grep ' / ' /proc/mounts")
+            #expect(rootMount.contains(" / overlay "), "\(rootMount)")
+            _ = try await b.sh(id, "echo kept > /workspace/sub/f")
+            #expect(try Posix.readFile(dir + "/upper/workspace/sub/f") == "kept\n")
+            // The image stays read-only below it.
+            let lower = try await b.sh(id, "echo x > /bin/x 2>&1; ls /bin/x && echo upper")
+            #expect(lower.contains("upper"))
+            #expect(!Posix.exists(TestEnvironment.imagePath + "/bin/x"), "the image was written")
+            // A restart mounts the overlay anew on the same layers.
+            try await b.stop(id)
+            try await b.start(id)
+            #expect(try await b.sh(id, "cat /workspace/sub/f; ls /bin/x").contains("kept"))
+            // The pool was refilled.
+            await b.settlePools()
+            #expect(await b.pooledSpareRoots.count == 2)
+        }
+    }
+
+    @Test func aColdStartAttachesAPreparedRootToo() async throws {
+        try await TestEnvironment.withBackend(warm: 1) { b in
+            let id = TestEnvironment.id()
+            try await b.create(id, spec: TestEnvironment.spec)
+            try #require(await b.preparedRoot(id) != nil)
+            await b.dropWarmShells()
+            try await b.start(id)
+            let counts = await b.startCounts()
+            #expect(counts.warm == 0 && counts.cold == 1)
+            _ = try await b.sh(id, "echo cold > /workspace/f")
+            #expect(try Posix.readFile(b.config.stateDirectory + "/sandboxes/\(id)/upper/workspace/f") == "cold\n")
+            // (withBackend expects a warm start with the pool on.)
+            await b.settlePools()
+            _ = try await b.started(TestEnvironment.id("warm"), TestEnvironment.spec)
+        }
+    }
+
+    @Test func aSandboxDestroyedBeforeItsStartReleasesItsRoot() async throws {
+        try await TestEnvironment.withBackend(warm: 1) { b in
+            let closed = await b.unattachedRootsClosed
+            let id = TestEnvironment.id()
+            try await b.create(id, spec: TestEnvironment.spec)
+            try #require(await b.preparedRoot(id) != nil)
+            try await b.destroy(id)
+            #expect(!Posix.exists(b.config.stateDirectory + "/sandboxes/\(id)"))
+            await b.settlePools()
+            // The pool is full again and the destroyed one's mount is closed.
+            #expect(await b.pooledSpareRoots.count == 1)
+            #expect(await b.unattachedRootsClosed == closed + 1, "a prepared root's mount is still open")
+        }
+    }
+
+    @Test func sparesFollowTheImageOfTheLastCreate() async throws {
+        try await TestEnvironment.withBackend(warm: 1) { b in
+            let old = await b.pooledSpareRoots
+            try #require(old.count == 1)
+            // The same files under another path: another image to agentd.
+            let link = b.config.stateDirectory + "/other-image"
+            #expect(symlink(TestEnvironment.imagePath, link) == 0)
+            var spec = TestEnvironment.spec
+            spec.image = link
+            let id = TestEnvironment.id()
+            try await b.create(id, spec: spec)
+            #expect(await b.preparedRoot(id) == nil, "a spare of another image was used")
+            // Spares are made for the new image; the other's is kept.
+            await b.settlePools()
+            var spares = await b.pooledSpareRoots
+            #expect(spares.map(\.image).sorted() == [link, TestEnvironment.imagePath].sorted())
+            try await b.start(id)
+            #expect(try await b.sh(id, "echo ok").trimmed == "ok")
+            // Back to the first image: its spare is there.
+            let back = TestEnvironment.id("back")
+            try await b.create(back, spec: TestEnvironment.spec)
+            #expect(await b.preparedRoot(back)?.image == TestEnvironment.imagePath)
+            // At most twice the pool is kept: a third image's spare pushes
+            // out the oldest of another.
+            let third = b.config.stateDirectory + "/third-image"
+            #expect(symlink(TestEnvironment.imagePath, third) == 0)
+            spec.image = third
+            try await b.create(TestEnvironment.id("third"), spec: spec)
+            await b.settlePools()
+            spares = await b.pooledSpareRoots
+            #expect(spares.count == 2 && spares.contains { $0.image == third }, "\(spares.map(\.image))")
+            // An update to another image before the first start drops the
+            // prepared root (its lower layer is the old image).
+            let next = TestEnvironment.id("next")
+            try await b.create(next, spec: spec)
+            try #require(await b.preparedRoot(next) != nil)
+            try await b.update(next, spec: TestEnvironment.spec)
+            #expect(await b.preparedRoot(next) == nil)
+            try await b.start(next)
+            #expect(try await b.sh(next, "echo ok").trimmed == "ok")
+        }
     }
 }

@@ -42,8 +42,12 @@ struct agentd_op {
     unsigned long flags;
     unsigned int mode;
     unsigned long long dev;
-    int fd;
+    int fd;                /* MOVE_MOUNT: the tree, or AGENTD_FD_CLAIMED         */
 };
+
+/* In a warm shell's claim plan: the fd passed with the claim (see
+ * agentd_warm_claim_begin). */
+#define AGENTD_FD_CLAIMED (-2)
 
 struct agentd_rlimit {
     int resource;
@@ -152,12 +156,14 @@ int agentd_warm_start(const struct agentd_spawn_config *cfg, struct agentd_warm 
 /* Claim a ready shell with `cfg` (ops: the session's root plan run after the
  * staged mounts exist; new_root, workdir, hostname, rlimits, seccomp_prog,
  * last_cap, nondumpable, argv, envp), in two halves so that the caller can
- * work while the shell sets up (cfg must stay valid until the second):
+ * work while the shell sets up (cfg must stay valid until the second).
+ * `pass_fd` >= 0 goes to the shell with the claim; plan steps name it
+ * AGENTD_FD_CLAIMED (the session's root as a detached mount).
  * begin wakes the shell (-1: it had died; `w` is spent); finish waits until
  * init has exec'd: 0 with res->pid and res->pidfd, -1 with stage/err when
  * the shell failed, or when `abandon` is set (it is then killed and reaped).
  * Either way `w` is spent after finish. */
-int agentd_warm_claim_begin(struct agentd_warm *w, const struct agentd_spawn_config *cfg,
+int agentd_warm_claim_begin(struct agentd_warm *w, const struct agentd_spawn_config *cfg, int pass_fd,
                             struct agentd_spawn_result *res);
 int agentd_warm_claim_finish(struct agentd_warm *w, int abandon, struct agentd_spawn_result *res);
 
@@ -198,6 +204,11 @@ int agentd_userns_create(const char *uid_map, const char *gid_map);
 /* A detached, read-only clone of the tree at `path`, idmapped through
  * `userns_fd` when >= 0.  -1 with errno on failure. */
 int agentd_detached_tree(const char *path, int userns_fd);
+
+/* A detached overlay mount (fsopen/fsconfig/fsmount) of `lower` under
+ * `upper`, work directory `work`: the fd of its root, to be attached with
+ * move_mount.  -1 with errno. */
+int agentd_overlay_detached(const char *lower, const char *upper, const char *work);
 
 /* A network namespace with `lo` up, held by the returned fd. -1/errno. */
 int agentd_netns_create(void);
