@@ -14,8 +14,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-/* The native architecture plus the compat ones a 64-bit kernel also accepts:
- * a filter that forgot i386 or x32 would be bypassed through them. */
+/* The compat architectures a 64-bit kernel also accepts (a filter that
+ * forgot i386 or x32 would be bypassed through them): filtered by the same
+ * rules when `allow_compat` is set. */
 static int add_compat_arches(scmp_filter_ctx ctx)
 {
 #if defined(__x86_64__)
@@ -33,7 +34,7 @@ static int add_compat_arches(scmp_filter_ctx ctx)
     return 0;
 }
 
-int agentd_seccomp_compile(const struct agentd_seccomp_rule *rules, int n_rules,
+int agentd_seccomp_compile(const struct agentd_seccomp_rule *rules, int n_rules, int allow_compat,
                            unsigned char **out, size_t *out_len, int *err_out)
 {
     *out = NULL;
@@ -44,7 +45,13 @@ int agentd_seccomp_compile(const struct agentd_seccomp_rule *rules, int n_rules,
         *err_out = ENOMEM;
         return -1;
     }
-    int rc = add_compat_arches(ctx);
+    /* Without the compat architectures, a call made through them (int 0x80,
+     * x32 numbers) matches no architecture of the filter: it gets the
+     * "bad architecture" action, which is ENOSYS here rather than libseccomp's
+     * default kill, as if the kernel had no such ABI.  The filter is then a
+     * third of the size and loads in a third of the time. */
+    int rc = allow_compat ? add_compat_arches(ctx)
+                          : seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_ERRNO(ENOSYS));
     /* The child sets no_new_privs itself; don't let libseccomp decide. */
     if (rc == 0)
         rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0);

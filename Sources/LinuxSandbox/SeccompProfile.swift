@@ -53,8 +53,9 @@ enum SeccompProfile {
     }
 
     /// A human summary for the daemon's report.
-    static var summary: String {
-        "default profile: \(deniedEPERM.count + deniedENOSYS.count) calls denied, clone namespace flags denied"
+    static func summary(allow32Bit: Bool) -> String {
+        "default profile: \(deniedEPERM.count + deniedENOSYS.count) calls denied, clone namespace flags denied, "
+            + (allow32Bit ? "32-bit ABIs filtered alike" : "32-bit ABIs denied (ENOSYS)")
     }
 }
 
@@ -66,7 +67,9 @@ final class SeccompProgram: @unchecked Sendable {
     private let filter: UnsafeMutablePointer<UInt8>
     let byteCount: Int
 
-    init(rules: [SeccompProfile.Rule]) throws(SandboxError) {
+    /// - allow32Bit: filter the compat ABIs (i386, x32) with the same rules
+    ///   instead of failing every call through them with ENOSYS.
+    init(rules: [SeccompProfile.Rule], allow32Bit: Bool) throws(SandboxError) {
         let arena = CArena()
         var cRules: [agentd_seccomp_rule] = []
         for r in rules {
@@ -85,7 +88,7 @@ final class SeccompProgram: @unchecked Sendable {
         var len = 0
         var err: Int32 = 0
         let rc = cRules.withUnsafeBufferPointer {
-            agentd_seccomp_compile($0.baseAddress, Int32($0.count), &out, &len, &err)
+            agentd_seccomp_compile($0.baseAddress, Int32($0.count), allow32Bit ? 1 : 0, &out, &len, &err)
         }
         guard rc == 0, let out else { throw Posix.error("seccomp compile", err) }
         filter = out

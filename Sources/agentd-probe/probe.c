@@ -5,6 +5,7 @@
  * shell tool happens to print.  Not installed with agentd.
  *
  *   agentd-probe syscalls        one line "name errno-name" per forbidden call
+ *   agentd-probe compat          the same through the 32-bit ABIs (x86_64 only)
  *   agentd-probe memhog MIB      allocate and touch MIB MiB, 1 MiB at a time
  *   agentd-probe forkbomb N      fork up to N sleeping children; print how many
  *   agentd-probe status          the Cap*, NoNewPrivs and Seccomp lines
@@ -90,6 +91,48 @@ static int syscalls(void)
     return 0;
 }
 
+/* Calls through the compat ABIs of an x86_64 kernel: i386 (`int 0x80`,
+ * i386 numbers, 32-bit arguments) and x32 (x86_64 numbers with bit 30 set).
+ * The kernel returns -errno in rax; nothing here touches errno. */
+static void report_raw(const char *name, long rc)
+{
+    printf("%s %s\n", name, rc < 0 && rc > -4096 ? errname((int)-rc) : "OK");
+}
+
+#if defined(__x86_64__)
+static long int80(long nr, long a, long b, long c)
+{
+    long ret;
+    __asm__ volatile("int $0x80"
+                     : "=a"(ret)
+                     : "a"(nr), "b"(a), "c"(b), "d"(c)
+                     : "memory", "r8", "r9", "r10", "r11");
+    return ret;
+}
+
+static long x32call(long nr, long a)
+{
+    long ret;
+    __asm__ volatile("syscall" : "=a"(ret) : "a"(nr | 0x40000000L), "D"(a) : "memory", "rcx", "r11");
+    return ret;
+}
+#endif
+
+static int compat(void)
+{
+#if defined(__x86_64__)
+    report_raw("i386_getpid", int80(20, 0, 0, 0));
+    report_raw("i386_unshare", int80(310, CLONE_NEWNS, 0, 0));
+    report_raw("i386_keyctl", int80(288, 0 /* KEYCTL_GET_KEYRING_ID */, -3, 0));
+    report_raw("i386_ptrace", int80(26, PTRACE_ATTACH, 1, 0));
+    report_raw("x32_unshare", x32call(SYS_unshare, CLONE_NEWNS));
+    return 0;
+#else
+    fprintf(stderr, "compat: x86_64 only\n");
+    return 2;
+#endif
+}
+
 static int memhog(long mib)
 {
     for (long i = 0; i < mib; i++) {
@@ -164,6 +207,8 @@ int main(int argc, char **argv)
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc >= 2 && !strcmp(argv[1], "syscalls"))
         return syscalls();
+    if (argc >= 2 && !strcmp(argv[1], "compat"))
+        return compat();
     if (argc >= 3 && !strcmp(argv[1], "memhog"))
         return memhog(atol(argv[2]));
     if (argc >= 3 && !strcmp(argv[1], "forkbomb"))
@@ -172,6 +217,6 @@ int main(int argc, char **argv)
         return status();
     if (argc >= 3 && !strcmp(argv[1], "write"))
         return write_path(argv[2]);
-    fprintf(stderr, "usage: agentd-probe syscalls|memhog MIB|forkbomb N|status|write PATH\n");
+    fprintf(stderr, "usage: agentd-probe syscalls|compat|memhog MIB|forkbomb N|status|write PATH\n");
     return 2;
 }

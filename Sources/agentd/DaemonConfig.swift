@@ -24,11 +24,12 @@ struct DaemonConfig: Codable, Equatable {
         var netnsPool: Int = 4
         var warmPool: Int = 2
         var adoptRunning: Bool = true
+        var allow32Bit: Bool = false
 
         enum CodingKeys: String, CodingKey {
             case cgroupDriver = "cgroup_driver", cgroupParent = "cgroup_parent", defaultImage = "default_image"
             case memoryMB = "memory_mb", cpus, pids, tmpMB = "tmp_mb", netnsPool = "netns_pool"
-            case warmPool = "warm_pool", adoptRunning = "adopt_running"
+            case warmPool = "warm_pool", adoptRunning = "adopt_running", allow32Bit = "allow_32bit"
         }
     }
 
@@ -89,7 +90,7 @@ struct DaemonConfig: Codable, Equatable {
                                        "idle_stop_seconds", "sandbox", "exec", "gateway", "worker"]
     static let nestedKeys: [String: Set<String>] = [
         "sandbox": ["cgroup_driver", "cgroup_parent", "default_image", "memory_mb", "cpus", "pids", "tmp_mb",
-                    "netns_pool", "warm_pool", "adopt_running"],
+                    "netns_pool", "warm_pool", "adopt_running", "allow_32bit"],
         "exec": ["default_timeout_s", "max_output_bytes"],
         "gateway": ["url", "key", "timeout_s", "max_attempts", "stream"],
         "worker": ["concurrency", "lease_seconds", "max_steps", "max_run_seconds", "max_tool_output_bytes",

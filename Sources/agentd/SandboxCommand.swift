@@ -57,6 +57,9 @@ struct SandboxRun: AsyncParsableCommand {
     @Option(help: "Hostname inside the sandbox.")
     var hostname: String = "sandbox"
 
+    @Flag(name: .customLong("allow-32bit"), help: "Let the command make system calls through the 32-bit ABIs (denied by default).")
+    var allow32Bit = false
+
     @Option(name: .customLong("cgroup-driver"), help: "auto, v2, v1 or none.")
     var cgroupDriver: String = "auto"
 
@@ -98,7 +101,8 @@ struct SandboxRun: AsyncParsableCommand {
         do {
             backend = try await LinuxSandboxBackend.open(
                 config: LinuxSandboxConfig(stateDirectory: state.resolvedStateDir, runDirectory: state.resolvedRunDir,
-                                           cgroupDriver: cgroupDriver, networkNamespacePool: 0, warmPool: 0),
+                                           cgroupDriver: cgroupDriver, networkNamespacePool: 0, warmPool: 0,
+                                           allow32Bit: allow32Bit),
                 logger: logger)
         } catch let e as SandboxError {
             fail(e.message)

@@ -101,7 +101,8 @@ struct Daemon {
             config: LinuxSandboxConfig(stateDirectory: state, runDirectory: cfg.resolvedRunDir,
                                        cgroupDriver: cfg.sandbox.cgroupDriver, cgroupParent: cfg.sandbox.cgroupParent,
                                        defaultLimits: defaults, networkNamespacePool: cfg.sandbox.netnsPool,
-                                       adoptRunning: cfg.sandbox.adoptRunning, warmPool: cfg.sandbox.warmPool),
+                                       adoptRunning: cfg.sandbox.adoptRunning, warmPool: cfg.sandbox.warmPool,
+                                       allow32Bit: cfg.sandbox.allow32Bit),
             logger: logger)
         let info = await backend.info()
         logger.notice("sandbox backend ready", metadata: [

@@ -2,6 +2,7 @@
 // measured side by side in one run, and the host memory of many sandboxes.
 //
 //   swift run -c release sandbox-bench --image-dir DIR [--runs 500] [--concurrent 200] [--warm-pool 2]
+//                                      [--allow-32bit]
 //
 // Two backends run side by side with bubblewrap: agentd as configured by
 // default (a pool of warm shells) and with the pool off (every start cold).
@@ -34,6 +35,8 @@ struct Options {
     /// "default": the Swift runtime's own thread pool.
     var executor = "nio"
     var warmPool = 2
+    /// The seccomp filter with the 32-bit ABIs (agentd's `allow_32bit`).
+    var allow32Bit = false
 
     static func parse() -> Options {
         var o = Options()
@@ -49,9 +52,10 @@ struct Options {
             case "--cgroup-driver": o.cgroupDriver = args.popFirst() ?? o.cgroupDriver
             case "--executor": o.executor = args.popFirst() ?? o.executor
             case "--warm-pool": o.warmPool = Int(args.popFirst() ?? "") ?? o.warmPool
+            case "--allow-32bit": o.allow32Bit = true
             default:
                 complain("usage: sandbox-bench --image-dir DIR [--runs N] [--concurrent N] [--state-dir DIR] [--run-dir DIR] "
-                         + "[--bwrap PATH] [--cgroup-driver auto|v2|v1|none] [--executor nio|default] [--warm-pool N]")
+                         + "[--bwrap PATH] [--cgroup-driver auto|v2|v1|none] [--executor nio|default] [--warm-pool N] [--allow-32bit]")
                 exit(2)
             }
         }
@@ -147,7 +151,7 @@ struct Bench {
                                            runDirectory: (o.runDir.isEmpty ? o.stateDir + "/" + name : o.runDir)
                                                + "/" + name + "/run",
                                            cgroupDriver: o.cgroupDriver, cgroupParent: "agentd-bench-" + name,
-                                           networkNamespacePool: 8, warmPool: warm),
+                                           networkNamespacePool: 8, warmPool: warm, allow32Bit: o.allow32Bit),
                 logger: logger)
         }
         let backend = try await open("warm", warm: o.warmPool)

@@ -34,17 +34,20 @@ struct CgroupDelegationTests {
         }
         let unit = "agentd-deleg-\(getpid()).service"
         try Posix.makeDirectories(mount + "/" + unit + "/daemon")
-        let sleeper = Process()
-        sleeper.executableURL = URL(fileURLWithPath: "/bin/sleep")
-        sleeper.arguments = ["60"]
-        try sleeper.run()
+        // posix_spawn, not Foundation's Process: its exit monitoring needs a
+        // run loop (a CFSocket) and blocks a cooperative thread waiting.
+        var sleeper: pid_t = 0
+        let arena = CArena()
+        let spawned = posix_spawn(&sleeper, "/bin/sleep", nil, nil, arena.stringArray(["/bin/sleep", "60"]), nil)
+        try #require(spawned == 0, "spawn /bin/sleep")
         defer {
-            kill(sleeper.processIdentifier, SIGKILL)
-            sleeper.waitUntilExit()
+            kill(sleeper, SIGKILL)
+            var status: Int32 = 0
+            while waitpid(sleeper, &status, 0) < 0 && errno == EINTR {}
             _ = rmdir(mount + "/" + unit + "/daemon")
             _ = rmdir(mount + "/" + unit)
         }
-        try Posix.writeFile(mount + "/" + unit + "/daemon/cgroup.procs", "\(sleeper.processIdentifier)")
+        try Posix.writeFile(mount + "/" + unit + "/daemon/cgroup.procs", "\(sleeper)")
 
         let driver = try CgroupDetection.driver(choice: .v2, parent: "auto", selfCgroup: "/" + unit + "/daemon")
         let parent = unit + "/sandboxes"
@@ -63,7 +66,7 @@ struct CgroupDelegationTests {
         let memoryMax = try Posix.readFile(mount + "/" + parent + "/" + id.rawValue + "/memory.max")
         #expect(memoryMax.trimmingCharacters(in: .whitespacesAndNewlines) == String(128 << 20))
         // The daemon stayed in its leaf; the unit holds no process itself.
-        #expect(try Posix.readFile(mount + "/" + unit + "/daemon/cgroup.procs").contains("\(sleeper.processIdentifier)"))
+        #expect(try Posix.readFile(mount + "/" + unit + "/daemon/cgroup.procs").contains("\(sleeper)"))
         #expect(try Posix.readFile(mount + "/" + unit + "/cgroup.procs").isEmpty)
         try await b.destroy(id)
         await b.close()

@@ -87,7 +87,8 @@ enum TestEnvironment {
     /// every sandbox is stopped and the test checks that nothing was left:
     /// no cgroup, no mount, no process.
     static func withBackend(
-        driver: String = "auto", pool: Int = 1, warm: Int = 1, _ body: (LinuxSandboxBackend) async throws -> Void
+        driver: String = "auto", pool: Int = 1, warm: Int = 1, allow32Bit: Bool = false,
+        _ body: (LinuxSandboxBackend) async throws -> Void
     ) async throws {
         try requireRoot()
         let mountsBefore = (try? Posix.readFile("/proc/mounts")) ?? ""
@@ -97,7 +98,8 @@ enum TestEnvironment {
         logger.logLevel = .error
         let backend = try await LinuxSandboxBackend.open(
             config: LinuxSandboxConfig(stateDirectory: state, runDirectory: state + "/run", cgroupDriver: driver,
-                                       cgroupParent: parent, networkNamespacePool: pool, warmPool: warm),
+                                       cgroupParent: parent, networkNamespacePool: pool, warmPool: warm,
+                                       allow32Bit: allow32Bit),
             logger: logger)
         // Pools full: with `warm` > 0 the test's first start claims a warm
         // shell, and its first create a spare root (made for the image of

@@ -187,9 +187,10 @@ struct agentd_seccomp_rule {
 };
 
 /* Compile a deny-list filter (default allow) with libseccomp for the native
- * architecture and its compat ones.  On success *out is malloc'd BPF
- * (struct sock_filter[]) of *out_len bytes; free with free(). */
-int agentd_seccomp_compile(const struct agentd_seccomp_rule *rules, int n_rules,
+ * architecture, and its compat ones (i386, x32) when `allow_compat` is set;
+ * else calls through those ABIs fail with ENOSYS.  On success *out is
+ * malloc'd BPF (struct sock_filter[]) of *out_len bytes; free with free(). */
+int agentd_seccomp_compile(const struct agentd_seccomp_rule *rules, int n_rules, int allow_compat,
                            unsigned char **out, size_t *out_len, int *err_out);
 
 /* ---- small helpers the parent needs ------------------------------------ */
