@@ -6,15 +6,16 @@ import Testing
 import Glibc
 #endif
 
+/// A database path in a directory of its own (removeDatabase removes both).
 func tempDatabase(_ name: String = #function) -> String {
-    let dir = "/tmp/agentd-store-\(getpid())"
+    let dir = "/tmp/agentd-store-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
     mkdir(dir, 0o700)
-    let path = dir + "/\(name.filter { $0.isLetter })-\(UInt32.random(in: 0...UInt32.max)).sqlite"
-    return path
+    return dir + "/\(name.filter { $0.isLetter }).sqlite"
 }
 
 func removeDatabase(_ path: String) {
     for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) }
+    if let slash = path.lastIndex(of: "/") { rmdir(String(path[..<slash])) }
 }
 
 /// A team, an agent and a session to hang events on.

@@ -5,6 +5,7 @@ Each daemon gets its own state directory, cgroup parent and port; at the end
 everything it left (sandboxes keep running across daemon restarts by design)
 is killed and removed, and the test checks no cgroup is left.
 """
+import atexit
 import json
 import os
 import re
@@ -324,9 +325,11 @@ general_settings:
 
 
 def write_config(text):
+    """A config file for one daemon, removed when the test session ends."""
     fd, path = tempfile.mkstemp(prefix="agentd-e2e-", suffix=".toml")
     os.write(fd, text.encode())
     os.close(fd)
+    atexit.register(lambda: os.path.exists(path) and os.unlink(path))
     return path
 
 
