@@ -536,15 +536,13 @@ public actor LinuxSandboxBackend: SandboxBackend {
         let spec = entry.record.spec
         let (limits, imagePath) = try validate(spec)
         let l = layout(id)
+        // (The image was replaced since the create: its root is stale.)
+        if entry.preparedRoot?.image != imagePath { discardPreparedRoot(id) }
         // Used by this start's first attempt only (a warm shell that fails
         // after attaching it takes it along), closed when it is done.
-        var prepared = entry.preparedRoot
+        var prepared = entries[id]?.preparedRoot
         entries[id]?.preparedRoot = nil
         defer { if let p = prepared { Posix.close(p.fd) } }
-        if prepared?.image != imagePath, let p = prepared {
-            Posix.close(p.fd)
-            prepared = nil
-        }
 
         var started: (pid: pid_t, pidfd: Int32, channel: Int32, cgroup: String, startTime: UInt64?)? = nil
         warmFailing = false
