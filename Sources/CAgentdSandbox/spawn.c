@@ -190,11 +190,25 @@ static void child_pivot(struct child_ctx *ctx, const struct agentd_spawn_config 
     if (cfg->hostname)
         CHECK(SC2(SYS_sethostname, cfg->hostname, strlen(cfg->hostname)), AGENTD_STAGE_HOSTNAME, 0);
 
-    /* pivot_root(".", ".") stacks the old root on top of the new one; the
-     * lazy unmount then drops the whole host tree from this namespace. */
     CHECK(SC1(SYS_chdir, cfg->new_root), AGENTD_STAGE_PIVOT_ROOT, 0);
-    CHECK(SC2(SYS_pivot_root, ".", "."), AGENTD_STAGE_PIVOT_ROOT, 1);
-    CHECK(SC2(SYS_umount2, ".", MNT_DETACH), AGENTD_STAGE_PIVOT_ROOT, 2);
+    if (cfg->move_root) {
+        /* A claimed warm shell: its root is its staging tmpfs, the host's
+         * tree having been dropped with a pivot_root before the claim, and
+         * the staged mounts moved out of it into the new root.  Unmounting
+         * it would cost an RCU grace period (~0.1 ms); instead the new root
+         * is moved over it and made this process's root, as switch_root
+         * does.  What lies beneath is four empty directories on a 16 KiB
+         * tmpfs, unreachable without CAP_SYS_CHROOT, and not in mountinfo
+         * (mounts outside a reader's root are not shown). */
+        CHECK(SC5(SYS_mount, ".", "/", 0, MS_MOVE, 0), AGENTD_STAGE_PIVOT_ROOT, 3);
+        CHECK(SC1(SYS_chroot, "."), AGENTD_STAGE_PIVOT_ROOT, 4);
+    } else {
+        /* pivot_root(".", ".") stacks the old root on top of the new one;
+         * the lazy unmount then drops the whole old tree from this
+         * namespace. */
+        CHECK(SC2(SYS_pivot_root, ".", "."), AGENTD_STAGE_PIVOT_ROOT, 1);
+        CHECK(SC2(SYS_umount2, ".", MNT_DETACH), AGENTD_STAGE_PIVOT_ROOT, 2);
+    }
     CHECK(SC1(SYS_chdir, "/"), AGENTD_STAGE_CHDIR, 0);
     if (cfg->workdir)
         CHECK(SC1(SYS_chdir, cfg->workdir), AGENTD_STAGE_CHDIR, 1);
@@ -561,10 +575,21 @@ static int warm_main(void *arg)
     SC3(SYS_sched_setscheduler, 0, SCHED_IDLE, &param);
     child_enter(ctx, cfg);
     child_plan(ctx, cfg);
+    /* Into the staging tmpfs (new_root): the host's mount tree is dropped
+     * now rather than on the claim's pivot, which then only drops this
+     * tmpfs, and the stdio opened below is the staged /dev/null. */
+    child_pivot(ctx, cfg);
     int exec_fd = child_place_fds(ctx, cfg, sh->claim_fd);
     int claim = 5 + cfg->n_pass_fds;
     SC0(SYS_setsid);
     child_drop_bounding(ctx, cfg);
+    /* The profile minus the calls the claim still makes (the claim's
+     * config brings a seal of those): attaching the whole profile is the
+     * costliest step after the mounts, and it is done here, ahead of need.
+     * Only this code runs until the claim. */
+    CHECK(SC5(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), AGENTD_STAGE_NO_NEW_PRIVS, 0);
+    if (cfg->seccomp_prog)
+        CHECK(SC3(SYS_seccomp, 1 /* SECCOMP_SET_MODE_FILTER */, 0, cfg->seccomp_prog), AGENTD_STAGE_SECCOMP, 0);
 
     struct child_report ready = {AGENTD_STAGE_NONE, 0, 0};
     SC3(SYS_write, ctx->report_fd, &ready, sizeof ready);
@@ -601,7 +626,7 @@ static int warm_main(void *arg)
     if (ctx->claimed_fd >= 0)
         SC1(SYS_close, ctx->claimed_fd);
     child_pivot(ctx, cl);
-    /* stdio was the host's /dev/null while staging: the new root's now. */
+    /* stdio was the staging /dev/null: the new root's now. */
     long null = SC4(SYS_openat, AT_FDCWD, "/dev/null", O_RDWR | O_CLOEXEC, 0);
     CHECK(null, AGENTD_STAGE_FDS, 6);
     for (int i = 0; i < 3; i++)

@@ -199,6 +199,10 @@ public actor LinuxSandboxBackend: SandboxBackend {
     let logger: Logger
     nonisolated let cgroups: any CgroupDriver
     let seccomp: SeccompProgram
+    /// The profile split for warm shells (see SeccompProfile.claimCalls):
+    /// what they wait under, and what a claim adds.
+    nonisolated let warmSeccomp: SeccompProgram
+    let claimSeal: SeccompProgram
     nonisolated let initBinary: InitBinary
     let images: ImageStore
     let reaper: Reaper
@@ -303,6 +307,8 @@ public actor LinuxSandboxBackend: SandboxBackend {
         self.logger = logger
         self.cgroups = cgroups
         self.seccomp = try SeccompProgram(rules: SeccompProfile.rules, allow32Bit: config.allow32Bit)
+        self.warmSeccomp = try SeccompProgram(rules: SeccompProfile.warmRules, allow32Bit: config.allow32Bit)
+        self.claimSeal = try SeccompProgram(rules: SeccompProfile.sealRules, allow32Bit: config.allow32Bit)
         let openFiles = Self.raiseOpenFileLimit()
         self.fileLimitNote = openFiles >= 8192 ? nil
             : "open files are limited to \(openFiles) (hard limit): each running sandbox holds a few, "
@@ -546,12 +552,19 @@ public actor LinuxSandboxBackend: SandboxBackend {
 
         var started: (pid: pid_t, pidfd: Int32, channel: Int32, cgroup: String, startTime: UInt64?)? = nil
         warmFailing = false
-        if !spec.userNamespace, let shell = warmShells.popLast() {
+        // A warm shell can only attach its root (its namespace has no host
+        // paths): without a spare's, the overlay is mounted detached here.
+        if !spec.userNamespace, !warmShells.isEmpty, prepared == nil {
+            let (directory, image) = (l.directory, imagePath)
+            prepared = try await NIOThreadPool.singleton.runIfActive {
+                try SpareRoot.mount(SandboxLayout(directory: directory), image: image)
+            }
+        }
+        if !spec.userNamespace, let root = prepared, let shell = warmShells.popLast() {
             warmCgroups.remove(shell.cgroup)
-            started = await claim(shell, id: id, spec: spec, limits: limits, imagePath: imagePath, layout: l,
-                                  prepared: prepared)
-            if started == nil, let p = prepared {
-                Posix.close(p.fd)
+            started = await claim(shell, id: id, spec: spec, limits: limits, imagePath: imagePath, prepared: root)
+            if started == nil {
+                Posix.close(root.fd)
                 prepared = nil
             }
         }
@@ -574,13 +587,12 @@ public actor LinuxSandboxBackend: SandboxBackend {
 
         let runtime = SandboxRuntime(pid: s.pid, pidfd: s.pidfd, channel: InitChannel(fd: s.channel),
                                      startedAt: Date(), limits: limits, cgroup: s.cgroup, image: imagePath)
-        let rec = RuntimeRecord(pid: s.pid, startTime: s.startTime ?? Self.startTime(of: s.pid) ?? 0,
-                                startedAt: runtime.startedAt, limits: limits, cgroup: s.cgroup, image: imagePath)
-        // On the run directory (tmpfs): a reboot forgets it, as it should.  A
-        // plain write: a torn record only means the sandbox is not re-adopted.
-        if let fd = try? Posix.open(runtimeRecordPath(id), O_WRONLY | O_CREAT | O_TRUNC, 0o600) {
-            try? Posix.write(fd, rec.line, what: runtimeRecordPath(id))
-            Posix.close(fd)
+        if started == nil {
+            // (A claimed shell's was written while it set up.)
+            Self.writeRuntimeRecord(
+                RuntimeRecord(pid: s.pid, startTime: s.startTime ?? Self.startTime(of: s.pid) ?? 0,
+                              startedAt: runtime.startedAt, limits: limits, cgroup: s.cgroup, image: imagePath),
+                to: runtimeRecordPath(id))
         }
         entries[id]?.runtime = runtime
         entries[id]?.paused = false
@@ -624,49 +636,70 @@ public actor LinuxSandboxBackend: SandboxBackend {
     }
 
     /// Start `id` from a warm shell; nil when the shell could not be used
-    /// (it is gone then, with its cgroup and socket), and the start goes cold.
+    /// (it is gone then, with its cgroup, socket and runtime record), and
+    /// the start goes cold.  The runtime record is written here, while the
+    /// shell sets up.
     private func claim(_ shell: WarmShell, id: SandboxID, spec: SandboxSpec, limits: ResourceLimits,
-                       imagePath: String, layout l: SandboxLayout, prepared: SpareRoot?) async
+                       imagePath: String, prepared: SpareRoot) async
         -> (pid: pid_t, pidfd: Int32, channel: Int32, cgroup: String, startTime: UInt64?)?
     {
-        var cgroup = shell.cgroup
-        var socket = shell.socketPath
-        let discard = { [cgroups, logger] (why: String) in
+        let socket = socketPath(id)
+        let recordPath = runtimeRecordPath(id)
+        let cgroups = self.cgroups
+        let discard = { [logger] (why: String) in
             logger.warning("a warm sandbox shell could not be used; starting cold",
                            metadata: ["sandbox": "\(id)", "reason": "\(why)"])
             shell.release()
-            try? cgroups.remove(cgroup)
+            try? cgroups.remove(shell.cgroup)
             // (v1: renamed to the id before the shell failed.)
             try? cgroups.remove(id.rawValue)
+            _ = unlink(shell.socketPath)
             _ = unlink(socket)
+            _ = unlink(recordPath)
             Posix.close(shell.channelFD)
         }
         do {
-            try Posix.check(rename(shell.socketPath, socketPath(id)), "rename \(shell.socketPath)")
-            socket = socketPath(id)
-            var s = sessionSpawnSpec(0, root: l.root, spec: spec, limits: limits)
-            s.ops = MountPlan.claim(layout: l, imagePath: imagePath, spec: spec, limits: limits,
-                                    staging: warmStagingDirectory,
-                                    prepared: prepared?.prepared(fd: AGENTD_FD_CLAIMED))
-            let passFD = prepared?.fd ?? -1
-            let claimSpec = s
-            let cgroups = self.cgroups
+            try Posix.check(rename(shell.socketPath, socket), "rename \(shell.socketPath)")
+            var s = sessionSpawnSpec(0, root: MountPlan.claimedRoot, spec: spec, limits: limits)
+            s.moveRoot = true
+            s.seccomp = claimSeal
+            s.ops = MountPlan.claim(imagePath: imagePath, spec: spec, limits: limits,
+                                    prepared: prepared.prepared(fd: AGENTD_FD_CLAIMED))
+            // Woken here, on the actor, so that the shell sets up while this
+            // start moves to a thread that may block.
+            let pending = try Spawner.beginClaim(shell, s, passFD: prepared.fd)
+            let pid = shell.pid
+            let startTime = shell.startTime
             // The cgroup gets the session's limits (and on v1 its name) while
             // the shell mounts its root: init runs no command of the session
             // before start() returns, so they are in place before any does.
+            // Then the runtime record (on the run directory, a tmpfs: a
+            // reboot forgets it, as it should; a plain write: a torn record
+            // only means the sandbox is not re-adopted).
             let spawned = try await NIOThreadPool.singleton.runIfActive {
-                try Spawner.claim(shell, claimSpec, passFD: passFD) { () throws(SandboxError) -> String in
-                    try cgroups.claimWarm(shell.cgroup, as: id.rawValue, limits: limits)
+                return try pending.finish { () throws(SandboxError) -> String in
+                    let cgroup = try cgroups.claimWarm(shell.cgroup, as: id.rawValue, limits: limits)
+                    let rec = RuntimeRecord(pid: pid, startTime: startTime ?? Self.startTime(of: pid) ?? 0,
+                                            startedAt: Date(), limits: limits, cgroup: cgroup, image: imagePath)
+                    Self.writeRuntimeRecord(rec, to: recordPath)
+                    return cgroup
                 }
             }
-            cgroup = spawned.value
             // (A process's start time does not change when it execs: the
             // shell's, read when it was made, is init's.)
-            return (spawned.pid, spawned.pidfd, shell.channelFD, cgroup, shell.startTime)
+            return (spawned.pid, spawned.pidfd, shell.channelFD, spawned.value, startTime)
         } catch {
             discard("\(error)")
             return nil
         }
+    }
+
+    /// Write a runtime record (see RuntimeRecord); a failure only means the
+    /// sandbox is not re-adopted after a restart.
+    private static func writeRuntimeRecord(_ rec: RuntimeRecord, to path: String) {
+        guard let fd = try? Posix.open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600) else { return }
+        try? Posix.write(fd, rec.line, what: path)
+        Posix.close(fd)
     }
 
     private func coldStart(_ id: SandboxID, spec: SandboxSpec, limits: ResourceLimits, imagePath: String,
@@ -1060,7 +1093,8 @@ public actor LinuxSandboxBackend: SandboxBackend {
         let cgroups = self.cgroups
         let spares = config.networkNamespacePool
         let made = WarmShellFactory(cgroups: cgroups, runDirectory: config.runDirectory,
-                                    staging: warmStagingDirectory, initFD: initBinary.fd, lastCap: lastCap)
+                                    staging: warmStagingDirectory, initFD: initBinary.fd, lastCap: lastCap,
+                                    seccomp: warmSeccomp)
         refillTask = Task.detached(priority: .utility) { [weak self] in
             if delay > .zero { try? await Task.sleep(for: delay) }
             guard let self else { return }

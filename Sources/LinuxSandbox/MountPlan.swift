@@ -88,23 +88,34 @@ enum MountPlan {
 
     /// What a warm shell mounts before it is claimed: a small tmpfs at
     /// `directory` (a host directory, mounted over in the shell's own mount
-    /// namespace only) holding its /proc, /dev and /sys.
+    /// namespace only) holding its /proc, /dev and /sys and the mount point
+    /// of the session's root.  The shell then makes the tmpfs its root
+    /// (pivot_root), dropping the host's mount tree before any claim.
     static func staging(_ directory: String) -> [PlanOp] {
         [.mount(source: "tmpfs", target: directory, fstype: "tmpfs", flags: msNosuid | msNodev | msNoexec,
                 data: "mode=700,size=16384,nr_inodes=16")]
-            + ["/proc", "/dev", "/sys"].map { PlanOp.mkdir(directory + $0) }
+            + ["/proc", "/dev", "/sys", claimedRoot].map { PlanOp.mkdir(directory + $0) }
             + kernelFileSystems(under: directory, userNamespace: false)
     }
 
-    /// A warm shell's claim: the session's root, the staged /proc, /dev and
-    /// /sys moved into it (with the masks mounted on them), the rest as cold.
-    static func claim(layout: SandboxLayout, imagePath: String, spec: SandboxSpec, limits: ResourceLimits,
-                      staging: String, prepared: PreparedRoot? = nil) -> [PlanOp] {
-        rootOps(layout: layout, imagePath: imagePath, lowerTreeFD: nil, spec: spec, prepared: prepared)
+    /// In a claimed warm shell (whose root is its staging tmpfs), where the
+    /// session's root is attached before the shell pivots into it.
+    static let claimedRoot = "/sandbox"
+
+    /// A warm shell's claim: the session's root, which the shell can only
+    /// attach (`prepared`: the host's paths are gone from its namespace), at
+    /// `claimedRoot`, the staged /proc, /dev and /sys moved into it (with the
+    /// masks mounted on them), the rest as cold.
+    static func claim(imagePath: String, spec: SandboxSpec, limits: ResourceLimits, prepared: PreparedRoot)
+        -> [PlanOp]
+    {
+        let root = claimedRoot
+        return rootOps(layout: SandboxLayout(directory: root), imagePath: imagePath, lowerTreeFD: nil, spec: spec,
+                       prepared: prepared)
             + ["/proc", "/dev", "/sys"].map {
-                PlanOp.mount(source: staging + $0, target: layout.root + $0, fstype: nil, flags: msMove, data: nil)
+                PlanOp.mount(source: $0, target: root + $0, fstype: nil, flags: msMove, data: nil)
             }
-            + sessionOps(root: layout.root, spec: spec, limits: limits)
+            + sessionOps(root: root, spec: spec, limits: limits)
     }
 
     /// Where the sandbox's file systems and working directory are mounted

@@ -52,6 +52,20 @@ enum SeccompProfile {
         return r
     }
 
+    /// The denied calls that a claimed warm shell still makes to enter its
+    /// session's root (attach it, move the staged mounts and the root,
+    /// chroot, set the hostname).  A warm shell waits under the profile
+    /// without them (`warmRules`), compiled and attached ahead of need; a
+    /// claim adds `sealRules`, a filter of these few, after its last mount.
+    /// Stacked filters all apply (the strictest result wins), so the two
+    /// together deny exactly what `rules` does, and attaching the small seal
+    /// costs a fraction of the whole profile (the kernel emulates a filter
+    /// for every call number on attach, to cache what it allows).
+    static let claimCalls: Set<String> = ["mount", "move_mount", "chroot", "sethostname"]
+
+    static var warmRules: [Rule] { rules.filter { !claimCalls.contains($0.name) } }
+    static var sealRules: [Rule] { rules.filter { claimCalls.contains($0.name) } }
+
     /// A human summary for the daemon's report.
     static func summary(allow32Bit: Bool) -> String {
         "default profile: \(deniedEPERM.count + deniedENOSYS.count) calls denied, clone namespace flags denied, "

@@ -48,6 +48,16 @@ struct SpareRoot: Sendable {
         }
     }
 
+    /// The overlay of a sandbox's own directory (its first start had no
+    /// spare, or it ran before), mounted detached for a start that can only
+    /// attach its root: a warm shell's claim.  Not a spare: closed after
+    /// the start, never discarded.
+    static func mount(_ layout: SandboxLayout, image: String) throws(SandboxError) -> SpareRoot {
+        let fd = agentd_overlay_detached(image, layout.upper, layout.work)
+        guard fd >= 0 else { throw Posix.error("mount the sandbox's root (an overlay of \(image))") }
+        return SpareRoot(directory: layout.directory, image: image, fd: fd, made: [])
+    }
+
     /// What the start's plan needs of it, its mount named by `fd`.
     func prepared(fd: Int32) -> PreparedRoot { PreparedRoot(fd: fd, made: made) }
 

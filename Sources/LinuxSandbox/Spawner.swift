@@ -14,6 +14,9 @@ struct SpawnSpec {
     var gidMap: String?
     var ops: [PlanOp] = []
     var newRoot: String
+    /// Move `newRoot` onto / and chroot instead of pivot_root (a claimed
+    /// warm shell's: see `child_pivot` in spawn.c).
+    var moveRoot = false
     var workdir: String?
     var hostname: String?
     var loopbackUp = true
@@ -60,43 +63,32 @@ enum Spawner {
     }
 
     /// Claim a warm shell with the session's half of a start (`s`: plan,
-    /// root, hostname, limits, privileges), running `meanwhile` while the
-    /// shell sets up; when `meanwhile` throws, the shell is killed and its
-    /// error thrown.  The shell is spent either way.  `passFD` (when >= 0)
-    /// goes to the shell with the claim: plan steps name it
-    /// `AGENTD_FD_CLAIMED` (a prepared root, see SpareRoot).
-    static func claim<T>(_ shell: WarmShell, _ s: SpawnSpec, passFD: Int32 = -1,
-                         meanwhile: () throws(SandboxError) -> T)
-        throws(SandboxError) -> (pid: pid_t, pidfd: Int32, value: T)
+    /// root, hostname, limits, privileges): wakes the shell and returns at
+    /// once, without blocking; `PendingClaim.finish` waits for the outcome.
+    /// `passFD` (when >= 0) goes to the shell with the claim: plan steps
+    /// name it `AGENTD_FD_CLAIMED` (a prepared root, see SpareRoot).  When
+    /// the shell cannot be woken it is spent and the error thrown.
+    static func beginClaim(_ shell: WarmShell, _ s: SpawnSpec, passFD: Int32 = -1) throws(SandboxError)
+        -> PendingClaim
     {
+        let arena = CArena()
+        let cfg = arena.array([config(s, arena)])
         var result = agentd_spawn_result()
-        let outcome: Result<T, SandboxError>? = withConfig(s) { cfg in
-            shell.withHandle { w -> Result<T, SandboxError>? in
-                guard agentd_warm_claim_begin(&w, cfg, passFD, &result) == 0 else { return nil }
-                let value: Result<T, SandboxError>
-                do throws(SandboxError) {
-                    value = .success(try meanwhile())
-                } catch {
-                    value = .failure(error)
-                }
-                var abandon: Int32 = 0
-                if case .failure = value { abandon = 1 }
-                guard agentd_warm_claim_finish(&w, abandon, &result) == 0 else {
-                    return abandon == 1 ? value : nil
-                }
-                return value
-            }
-        }
-        switch outcome {
-        case .success(let v)?: return (result.pid, result.pidfd, v)
-        case .failure(let e)?: throw e
-        case nil: throw failure(result, s)
-        }
+        let rc = shell.withHandle { w in agentd_warm_claim_begin(&w, cfg, passFD, &result) }
+        guard rc == 0 else { throw failure(result, s) }
+        return PendingClaim(shell: shell, spec: s, arena: arena)
     }
 
     /// `s` as the C config, valid during `body`.
     private static func withConfig<R>(_ s: SpawnSpec, _ body: (UnsafePointer<agentd_spawn_config>) -> R) -> R {
         let arena = CArena()
+        var cfg = config(s, arena)
+        return withExtendedLifetime((arena, s.seccomp)) { body(&cfg) }
+    }
+
+    /// `s` as the C config, its strings and arrays in `arena` (the
+    /// seccomp program is the caller's to keep alive).
+    private static func config(_ s: SpawnSpec, _ arena: CArena) -> agentd_spawn_config {
         let ops = arena.array(s.ops.map { $0.cValue(arena) })
         let attach = arena.array(s.placement.attachFDs)
         let pass = arena.array(s.passFDs)
@@ -113,6 +105,7 @@ enum Spawner {
         cfg.ops = UnsafePointer(ops)
         cfg.n_ops = Int32(s.ops.count)
         cfg.new_root = UnsafePointer(arena.string(s.newRoot))
+        cfg.move_root = s.moveRoot ? 1 : 0
         cfg.workdir = UnsafePointer(arena.optionalString(s.workdir))
         cfg.hostname = UnsafePointer(arena.optionalString(s.hostname))
         cfg.loopback_up = s.loopbackUp ? 1 : 0
@@ -128,10 +121,10 @@ enum Spawner {
         cfg.exec_path = UnsafePointer(arena.optionalString(s.execPath))
         cfg.argv = UnsafePointer(arena.stringArray(s.argv))
         cfg.envp = UnsafePointer(arena.stringArray(s.envp))
-        return withExtendedLifetime((arena, s.seccomp)) { body(&cfg) }
+        return cfg
     }
 
-    private static func failure(_ result: agentd_spawn_result, _ s: SpawnSpec, warm: Bool = false) -> SandboxError {
+    fileprivate static func failure(_ result: agentd_spawn_result, _ s: SpawnSpec, warm: Bool = false) -> SandboxError {
         let stage = String(cString: agentd_stage_name(result.stage))
         var detail = stage
         if result.stage == Int32(AGENTD_STAGE_PLAN.rawValue), Int(result.err_index) < s.ops.count {
@@ -190,5 +183,45 @@ final class InitBinary: Sendable {
         let n = readlink("/proc/self/exe", &buf, buf.count - 1)
         guard n > 0 else { throw Posix.error("readlink /proc/self/exe") }
         return String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}
+
+/// A claim sent to a warm shell (`Spawner.beginClaim`) whose outcome is not
+/// known yet.  Keeps the claim's C config alive until the shell has exec'd
+/// or failed; `finish` is called once, from a thread that may block.
+final class PendingClaim: @unchecked Sendable {
+    // @unchecked: one owner at a time (the start that made it), and the
+    // arena is not touched after the claim was sent.
+    private let shell: WarmShell
+    private let spec: SpawnSpec
+    private let arena: CArena
+
+    fileprivate init(shell: WarmShell, spec: SpawnSpec, arena: CArena) {
+        self.shell = shell
+        self.spec = spec
+        self.arena = arena
+    }
+
+    /// Run `meanwhile` while the shell sets up, then wait (about half a
+    /// millisecond) for its exec.  When `meanwhile` throws, the shell is
+    /// killed and the error thrown; the shell is spent either way.
+    func finish<T>(meanwhile: () throws(SandboxError) -> T) throws(SandboxError)
+        -> (pid: pid_t, pidfd: Int32, value: T)
+    {
+        let value: Result<T, SandboxError>
+        do throws(SandboxError) {
+            value = .success(try meanwhile())
+        } catch {
+            value = .failure(error)
+        }
+        var result = agentd_spawn_result()
+        let abandon: Int32 = if case .failure = value { 1 } else { 0 }
+        let rc = shell.withHandle { w in agentd_warm_claim_finish(&w, abandon, &result) }
+        switch value {
+        case .failure(let e): throw e
+        case .success(let v):
+            guard rc == 0 else { throw Spawner.failure(result, spec) }
+            return (result.pid, result.pidfd, v)
+        }
     }
 }

@@ -51,6 +51,8 @@ struct WarmShellFactory: Sendable {
     let staging: String
     let initFD: Int32
     let lastCap: Int32
+    /// The profile a shell waits under (SeccompProfile.warmRules).
+    let seccomp: SeccompProgram
 
     /// A ready shell in the cgroup `cgroup` (blocking, ~1 ms of mostly
     /// idle-priority work); nothing is left behind when it fails.
@@ -66,12 +68,14 @@ struct WarmShellFactory: Sendable {
             opened += [pair.agentd, pair.initEnd]
             var flags = CloneFlag.newNS | CloneFlag.newPID | CloneFlag.newUTS | CloneFlag.newIPC | CloneFlag.newNet
             if !placement.unshareNamespaceAfterAttach { flags |= CloneFlag.newCgroup }
-            var s = SpawnSpec(cloneFlags: flags, newRoot: "/", lastCap: lastCap, argv: ["agentd-init"])
+            // The staging tmpfs becomes its root (see MountPlan.staging).
+            var s = SpawnSpec(cloneFlags: flags, newRoot: staging, lastCap: lastCap, argv: ["agentd-init"])
             s.placement = placement
             s.loopbackUp = true
             s.ops = MountPlan.staging(staging)
             s.passFDs = [listenFD, pair.initEnd]
             s.execFD = initFD
+            s.seccomp = seccomp
             let handle = try Spawner.warm(s)
             Posix.close(listenFD)
             Posix.close(pair.initEnd)

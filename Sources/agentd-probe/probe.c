@@ -8,7 +8,7 @@
  *   agentd-probe compat          the same through the 32-bit ABIs (x86_64 only)
  *   agentd-probe memhog MIB      allocate and touch MIB MiB, 1 MiB at a time
  *   agentd-probe forkbomb N      fork up to N sleeping children; print how many
- *   agentd-probe status          the Cap*, NoNewPrivs and Seccomp lines
+ *   agentd-probe status          the Cap*, NoNewPrivs, Seccomp and Seccomp_filters lines
  *   agentd-probe write PATH      create PATH; print "ok" or the errno name
  */
 #define _GNU_SOURCE
@@ -79,6 +79,9 @@ static int syscalls(void)
     report("acct", syscall(SYS_acct, NULL));
     report("syslog", syscall(SYS_syslog, 3, NULL, 0));
     report("pivot_root", syscall(SYS_pivot_root, "/", "/"));
+    report("chroot", chroot("/"));
+    report("sethostname", sethostname("probe", 5));
+    report("move_mount", syscall(SYS_move_mount, -1, "", AT_FDCWD, "/tmp", 4 /* F_EMPTY_PATH */));
     report("clone_newuser", syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, 0, 0, 0, 0));
     report("clone3", syscall(SYS_clone3, NULL, 0));
     /* A plain fork must still work. */
@@ -180,7 +183,7 @@ static int status(void)
         return 1;
     char line[256];
     while (fgets(line, sizeof line, f))
-        if (!strncmp(line, "Cap", 3) || !strncmp(line, "NoNewPrivs", 10) || !strncmp(line, "Seccomp:", 8))
+        if (!strncmp(line, "Cap", 3) || !strncmp(line, "NoNewPrivs", 10) || !strncmp(line, "Seccomp", 7))
             fputs(line, stdout);
     fclose(f);
     return 0;

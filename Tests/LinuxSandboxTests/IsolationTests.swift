@@ -50,7 +50,22 @@ struct IsolationTests {
             }
             #expect(status.contains("NoNewPrivs:\t1"))
             #expect(status.contains("Seccomp:\t2"))
+            // A claimed warm shell waits under the profile without the calls
+            // of its claim and adds their seal after them (SeccompProfile.claimCalls).
+            #expect(status.contains("Seccomp_filters:\t\(warm ? 2 : 1)"), "\(status)")
         }
+    }
+
+    /// The two filters of a warm start deny exactly what the whole profile
+    /// does: the seal is the claim's calls, the waiting profile the rest.
+    @Test func theWarmProfileAndTheClaimSealPartitionTheProfile() {
+        func names(_ rules: [SeccompProfile.Rule]) -> [String] {
+            rules.map { "\($0.name) \($0.errno) \(String(describing: $0.masked))" }.sorted()
+        }
+        #expect(names(SeccompProfile.warmRules + SeccompProfile.sealRules) == names(SeccompProfile.rules))
+        #expect(Set(SeccompProfile.sealRules.map(\.name)) == SeccompProfile.claimCalls)
+        #expect(SeccompProfile.sealRules.allSatisfy { $0.errno == EPERM && $0.masked == nil })
+        #expect(!SeccompProfile.warmRules.contains { SeccompProfile.claimCalls.contains($0.name) })
     }
 
     @Test(arguments: [true, false]) func forbiddenSystemCallsFailPolitely(warm: Bool) async throws {
@@ -60,7 +75,7 @@ struct IsolationTests {
             for call in ["mount", "umount2", "unshare", "unshare_user", "setns", "ptrace", "keyctl", "add_key",
                          "request_key", "bpf", "kexec_load", "userfaultfd", "perf_event_open", "open_by_handle_at",
                          "init_module", "swapon", "reboot", "settimeofday", "acct", "syslog", "pivot_root",
-                         "clone_newuser"] {
+                         "clone_newuser", "chroot", "sethostname", "move_mount"] {
                 #expect(result[call] == "EPERM", "\(call) -> \(result[call] ?? "missing")")
             }
             #expect(result["io_uring_setup"] == "ENOSYS")

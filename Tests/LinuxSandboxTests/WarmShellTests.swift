@@ -54,6 +54,13 @@ struct WarmShellTests {
             for point in [" /proc ", " /dev ", " /sys ", " /dev/pts ", " /dev/shm "] {
                 #expect(mounts.contains(point), "\(point) missing: \(mounts)")
             }
+            // The root was moved over the shell's staging tmpfs (see
+            // child_pivot): the overlay is the only mount at /, and there is
+            // no way up out of it.
+            let roots = mounts.split(separator: "\n").filter { $0.split(separator: " ").dropFirst(4).first == "/" }
+            #expect(roots.count == 1 && roots.allSatisfy { $0.contains(" - overlay ") }, "\(roots)")
+            let up = try await b.sh(id, "cd /../..; pwd; ls -a")
+            #expect(up.hasPrefix("/\n") && up.contains("workspace") && !up.contains("sandbox"), "\(up)")
             // The init runs at the normal scheduling policy (the shell waited
             // at SCHED_IDLE): field 41 of /proc/1/stat is the policy, 0 = OTHER.
             let policy = try await b.sh(id, "sed 's/.*) //' /proc/1/stat | cut -d' ' -f39").trimmed
@@ -111,7 +118,7 @@ struct WarmShellTests {
         try await TestEnvironment.withBackend(warm: 0) { b in
             let factory = WarmShellFactory(cgroups: b.cgroups, runDirectory: b.config.runDirectory,
                                            staging: b.warmStagingDirectory, initFD: b.initBinary.fd,
-                                           lastCap: b.lastCap)
+                                           lastCap: b.lastCap, seccomp: b.warmSeccomp)
             let shell = try factory.make(cgroup: ".sandbox-orphantest")
             let pid = shell.pid
             #expect(Self.alive(pid))

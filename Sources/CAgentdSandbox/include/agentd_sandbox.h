@@ -95,6 +95,9 @@ struct agentd_spawn_config {
     const struct agentd_op *ops;
     int n_ops;
     const char *new_root;      /* pivot_root() here (a mount made by the plan)   */
+    int move_root;             /* instead: MS_MOVE new_root onto / and chroot;   */
+                               /*   only where the old root is a warm shell's   */
+                               /*   staging tmpfs (see spawn.c, child_pivot)    */
     const char *workdir;       /* chdir() after pivot, absolute in the new root   */
     const char *hostname;
     int loopback_up;           /* bring `lo` up in the new network namespace     */
@@ -146,15 +149,18 @@ struct agentd_warm {
 };
 
 /* Clone a warm shell: `cfg` gives the clone flags, cgroup placement,
- * network namespace, the staging plan (ops), pass_fds and exec_fd; its root,
- * hostname, rlimits, seccomp and argv are ignored (the claim brings them).
+ * network namespace, the staging plan (ops), new_root (the staging tmpfs,
+ * which becomes the shell's root), pass_fds, exec_fd and seccomp_prog (a
+ * profile attached before the shell waits: it must allow what the claim
+ * does, whose own seccomp_prog completes it); its hostname, rlimits and
+ * argv are ignored (the claim brings them).
  * Blocks until the shell is ready (0) or failed (-1, res filled in, nothing
  * left running). */
 int agentd_warm_start(const struct agentd_spawn_config *cfg, struct agentd_warm *w,
                       struct agentd_spawn_result *res);
 
-/* Claim a ready shell with `cfg` (ops: the session's root plan run after the
- * staged mounts exist; new_root, workdir, hostname, rlimits, seccomp_prog,
+/* Claim a ready shell with `cfg` (ops: the session's root plan, in the
+ * shell's staging root, whose host paths are gone; new_root, workdir, hostname, rlimits, seccomp_prog,
  * last_cap, nondumpable, argv, envp), in two halves so that the caller can
  * work while the shell sets up (cfg must stay valid until the second).
  * `pass_fd` >= 0 goes to the shell with the claim; plan steps name it
