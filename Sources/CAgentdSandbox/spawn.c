@@ -6,7 +6,7 @@
  * daemon's address space until execve() replaces it, which is why it
  *   - makes raw system calls only (no errno, no locks, no allocation),
  *   - reads nothing that the parent might change (the config is immutable
- *     until agentd_spawn_finish() returns, which is after the exec),
+ *     until agentd_spawn() returns, which is after the exec),
  *   - reports failures as {stage, errno, step} over a close-on-exec pipe;
  *     end-of-file on that pipe means the exec succeeded.
  */
@@ -414,53 +414,17 @@ static long clone_child(struct clone_args *args, void *stack, int (*fn)(void *),
     return pid;
 }
 
-/* What a cold child reads and writes until it execs: its context and
- * stack, in memory that outlives agentd_spawn_begin's frame. */
-struct cold_child {
-    struct child_ctx ctx;
-    void *stack;
-    int report_fd; /* our end of the report pipe */
-};
-
-/* Kill and reap a child that has not exec'd, and free what it used. */
-static void cold_abandon(struct agentd_spawn_pending *p, struct cold_child *cc)
-{
-    if (p->pidfd >= 0)
-        syscall(SYS_pidfd_send_signal, p->pidfd, SIGKILL, NULL, 0);
-    int status;
-    while (waitpid(p->pid, &status, __WALL) < 0 && errno == EINTR) {
-    }
-    if (p->pidfd >= 0)
-        close(p->pidfd);
-    p->pidfd = -1;
-    close(cc->report_fd);
-    munmap(cc->stack, CHILD_STACK);
-    free(cc);
-    p->priv = NULL;
-}
-
-int agentd_spawn_begin(const struct agentd_spawn_config *cfg, struct agentd_spawn_pending *p,
-                       struct agentd_spawn_result *res)
+int agentd_spawn(const struct agentd_spawn_config *cfg, struct agentd_spawn_result *res)
 {
     memset(res, 0, sizeof *res);
     res->pid = -1;
     res->pidfd = -1;
-    p->pid = -1;
-    p->pidfd = -1;
-    p->priv = NULL;
 
     int report[2], sync[2] = {-1, -1};
     int userns = (cfg->clone_flags & CLONE_NEWUSER) != 0;
-    struct cold_child *cc = calloc(1, sizeof *cc);
-    if (!cc) {
-        res->stage = AGENTD_STAGE_CLONE;
-        res->err = ENOMEM;
-        return -1;
-    }
     if (pipe2(report, O_CLOEXEC) < 0) {
         res->stage = AGENTD_STAGE_CLONE;
         res->err = errno;
-        free(cc);
         return -1;
     }
     if (userns && pipe2(sync, O_CLOEXEC) < 0) {
@@ -468,11 +432,10 @@ int agentd_spawn_begin(const struct agentd_spawn_config *cfg, struct agentd_spaw
         res->err = errno;
         close(report[0]);
         close(report[1]);
-        free(cc);
         return -1;
     }
-    cc->stack = stack_alloc();
-    if (!cc->stack) {
+    void *stack = stack_alloc();
+    if (!stack) {
         res->stage = AGENTD_STAGE_CLONE;
         res->err = errno;
         close(report[0]);
@@ -481,12 +444,11 @@ int agentd_spawn_begin(const struct agentd_spawn_config *cfg, struct agentd_spaw
             close(sync[0]);
             close(sync[1]);
         }
-        free(cc);
         return -1;
     }
 
-    cc->ctx = (struct child_ctx){cfg, report[1], sync[0], sync[1], -1};
-    cc->report_fd = report[0];
+    struct child_ctx ctx = {cfg, report[1], sync[0], sync[1], -1};
+    int pidfd = -1;
     struct clone_args args;
     memset(&args, 0, sizeof args);
     args.flags = CLONE_VM | CLONE_PIDFD | cfg->clone_flags;
@@ -494,10 +456,10 @@ int agentd_spawn_begin(const struct agentd_spawn_config *cfg, struct agentd_spaw
         args.flags |= CLONE_INTO_CGROUP;
         args.cgroup = (uint64_t)cfg->cgroup_fd;
     }
-    args.pidfd = (uint64_t)(uintptr_t)&p->pidfd;
+    args.pidfd = (uint64_t)(uintptr_t)&pidfd;
     args.exit_signal = SIGCHLD;
 
-    long pid = clone_child(&args, cc->stack, child_main, &cc->ctx);
+    long pid = clone_child(&args, stack, child_main, &ctx);
     close(report[1]);
     if (userns)
         close(sync[0]);
@@ -507,15 +469,12 @@ int agentd_spawn_begin(const struct agentd_spawn_config *cfg, struct agentd_spaw
         close(report[0]);
         if (userns)
             close(sync[1]);
-        munmap(cc->stack, CHILD_STACK);
-        free(cc);
+        munmap(stack, CHILD_STACK);
         return -1;
     }
-    p->pid = (pid_t)pid;
-    p->priv = cc;
 
+    int failed = 0;
     if (userns) {
-        int failed = 0;
         if (write_maps((pid_t)pid, cfg->uid_map, cfg->gid_map) < 0) {
             res->stage = AGENTD_STAGE_USERNS_MAP;
             res->err = errno;
@@ -527,64 +486,42 @@ int agentd_spawn_begin(const struct agentd_spawn_config *cfg, struct agentd_spaw
             failed = 1;
         }
         close(sync[1]);
-        if (failed) {
-            cold_abandon(p, cc);
-            return -1;
-        }
-    }
-    res->pid = p->pid;
-    res->pidfd = p->pidfd;
-    return 0;
-}
-
-int agentd_spawn_finish(struct agentd_spawn_pending *p, int abandon, struct agentd_spawn_result *res)
-{
-    struct cold_child *cc = p->priv;
-    memset(res, 0, sizeof *res);
-    res->pid = -1;
-    res->pidfd = -1;
-    if (!cc) {
-        res->stage = AGENTD_STAGE_CLONE;
-        res->err = EINVAL;
-        return -1;
-    }
-    if (abandon) {
-        res->stage = AGENTD_STAGE_EXEC;
-        res->err = ECANCELED;
-        cold_abandon(p, cc);
-        return -1;
     }
 
-    /* End-of-file: the child has exec'd (the pipe is close-on-exec). */
     struct child_report rep;
     ssize_t got;
     do {
-        got = read(cc->report_fd, &rep, sizeof rep);
+        got = read(report[0], &rep, sizeof rep);
     } while (got < 0 && errno == EINTR);
+    close(report[0]);
 
-    if (got == (ssize_t)sizeof rep) {
+    if (got == (ssize_t)sizeof rep && !failed) {
         res->stage = rep.stage;
         res->err = rep.err;
         res->err_index = rep.index;
-    } else if (got != 0) {
+        failed = 1;
+    } else if (got != 0 && !failed) {
         res->stage = AGENTD_STAGE_EXEC;
         res->err = got < 0 ? errno : EPROTO;
-    } else {
-        /* The child no longer runs on our stack. */
-        close(cc->report_fd);
-        munmap(cc->stack, CHILD_STACK);
-        free(cc);
-        p->priv = NULL;
-        res->pid = p->pid;
-        res->pidfd = p->pidfd;
-        return 0;
+        failed = 1;
     }
-    int stage = res->stage, err = res->err, index = res->err_index;
-    cold_abandon(p, cc);
-    res->stage = stage;
-    res->err = err;
-    res->err_index = index;
-    return -1;
+
+    if (failed) {
+        if (pidfd >= 0)
+            syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+        int status;
+        while (waitpid((pid_t)pid, &status, __WALL) < 0 && errno == EINTR) {
+        }
+        if (pidfd >= 0)
+            close(pidfd);
+        munmap(stack, CHILD_STACK);
+        return -1;
+    }
+    /* The child has exec'd: it no longer runs on our stack. */
+    munmap(stack, CHILD_STACK);
+    res->pid = (pid_t)pid;
+    res->pidfd = pidfd;
+    return 0;
 }
 
 const char *agentd_stage_name(int stage)

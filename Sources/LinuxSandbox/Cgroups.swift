@@ -27,12 +27,7 @@ protocol CgroupDriver: Sendable {
     var name: String { get }
     /// Limits this driver cannot enforce on this host, for the daemon's report.
     var notes: [String] { get }
-    /// A cgroup for a cold start, without limits yet (see `setLimits`).
-    func create(_ name: String) throws(SandboxError)
-    /// The sandbox's limits.  A cold start writes them while its child sets
-    /// up, inside the cgroup already: the child runs only agentd's setup
-    /// code until the start has returned, so they bind every command.
-    func setLimits(_ name: String, _ limits: ResourceLimits) throws(SandboxError)
+    func create(_ name: String, limits: ResourceLimits) throws(SandboxError)
     func placement(_ name: String) throws(SandboxError) -> CgroupPlacement
     func freeze(_ name: String) throws(SandboxError)
     func thaw(_ name: String) throws(SandboxError)
@@ -291,13 +286,15 @@ final class CgroupV2Driver: CgroupDriver {
 
     private func path(_ name: String) -> String { root + "/" + name }
 
-    func create(_ name: String) throws(SandboxError) {
+    func create(_ name: String, limits: ResourceLimits) throws(SandboxError) {
         let dir = path(name)
         if mkdir(dir, 0o755) < 0 && errno != EEXIST { throw Posix.error("mkdir \(dir)") }
-    }
-
-    func setLimits(_ name: String, _ limits: ResourceLimits) throws(SandboxError) {
-        try writeLimits(path(name), limits)
+        do {
+            try writeLimits(dir, limits)
+        } catch {
+            _ = rmdir(dir)
+            throw error
+        }
     }
 
     func prepareWarm(_ name: String) throws(SandboxError) -> CgroupPlacement {
@@ -462,7 +459,7 @@ final class CgroupV1Driver: CgroupDriver {
         return true
     }
 
-    func create(_ name: String) throws(SandboxError) {
+    func create(_ name: String, limits: ResourceLimits) throws(SandboxError) {
         if !takeSpare(as: name) {
             for h in hierarchies {
                 let d = h + "/" + name
@@ -473,10 +470,12 @@ final class CgroupV1Driver: CgroupDriver {
                 }
             }
         }
-    }
-
-    func setLimits(_ name: String, _ limits: ResourceLimits) throws(SandboxError) {
-        try writeLimits(name, limits)
+        do {
+            try writeLimits(name, limits)
+        } catch {
+            try? remove(name)
+            throw error
+        }
     }
 
     func prepareWarm(_ name: String) throws(SandboxError) -> CgroupPlacement {
@@ -641,8 +640,7 @@ final class CgroupV1Driver: CgroupDriver {
 final class NoCgroupDriver: CgroupDriver {
     let name = "none"
     let notes = ["no usable cgroup controllers: memory, pids and cpu limits are NOT enforced"]
-    func create(_ name: String) throws(SandboxError) {}
-    func setLimits(_ name: String, _ limits: ResourceLimits) throws(SandboxError) {}
+    func create(_ name: String, limits: ResourceLimits) throws(SandboxError) {}
     func placement(_ name: String) throws(SandboxError) -> CgroupPlacement { CgroupPlacement() }
     func freeze(_ name: String) throws(SandboxError) {
         throw SandboxError(.unsupported, "pausing needs a cgroup freezer, and this host has none")

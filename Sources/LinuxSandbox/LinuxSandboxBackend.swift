@@ -585,9 +585,15 @@ public actor LinuxSandboxBackend: SandboxBackend {
         Counter(label: "agentd_sandbox_backend_starts_total", dimensions: [("path", started != nil ? "warm" : "cold")])
             .increment()
 
-        // (Its runtime record was written while it set up.)
         let runtime = SandboxRuntime(pid: s.pid, pidfd: s.pidfd, channel: InitChannel(fd: s.channel),
                                      startedAt: Date(), limits: limits, cgroup: s.cgroup, image: imagePath)
+        if started == nil {
+            // (A claimed shell's was written while it set up.)
+            Self.writeRuntimeRecord(
+                RuntimeRecord(pid: s.pid, startTime: s.startTime ?? Self.startTime(of: s.pid) ?? 0,
+                              startedAt: runtime.startedAt, limits: limits, cgroup: s.cgroup, image: imagePath),
+                to: runtimeRecordPath(id))
+        }
         entries[id]?.runtime = runtime
         entries[id]?.paused = false
         watch(id, runtime)
@@ -703,7 +709,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
         var lowerTree: Int32? = nil
         if spec.userNamespace { lowerTree = try idmappedImage(imagePath) }
 
-        try cgroups.create(id.rawValue)
+        try cgroups.create(id.rawValue, limits: limits)
         var cleanup: [() -> Void] = [{ [cgroups] in try? cgroups.remove(id.rawValue) }]
         func undo() { cleanup.reversed().forEach { $0() } }
 
@@ -748,12 +754,10 @@ public actor LinuxSandboxBackend: SandboxBackend {
                                 prepared: prepared.map { $0.prepared(fd: $0.fd) })
         s.passFDs = [listenFD, pair.initEnd]
 
-        // Cloned here, on the actor, so that the child sets up while this
-        // start moves to a thread that may block.  (The child has its own
-        // file table: what it inherited can be closed at once.)
-        let pending: PendingSpawn
+        let spawned: (pid: pid_t, pidfd: Int32)
         do {
-            pending = try Spawner.beginSpawn(s)
+            let spec = s
+            spawned = try await NIOThreadPool.singleton.runIfActive { try Spawner.spawn(spec) }
         } catch {
             placement.close()
             [listenFD, pair.agentd, pair.initEnd, netns].forEach(Posix.close)
@@ -762,33 +766,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
         }
         placement.close()
         [listenFD, pair.initEnd, netns].forEach(Posix.close)
-        // While the child mounts its root: the cgroup's limits (init runs no
-        // command of the session before start() returns, so they are in
-        // place before any does) and the runtime record (as for a claim).
-        let recordPath = runtimeRecordPath(id)
-        cleanup.append { _ = unlink(recordPath) }
-        let cgroups = self.cgroups
-        let spawned: (pid: pid_t, pidfd: Int32, value: UInt64)
-        do {
-            spawned = try await NIOThreadPool.singleton.runIfActive {
-                try pending.finish { () throws(SandboxError) -> UInt64 in
-                    try cgroups.setLimits(id.rawValue, limits)
-                    let startTime = Self.startTime(of: pending.pid) ?? 0
-                    let rec = RuntimeRecord(pid: pending.pid, startTime: startTime, startedAt: Date(), limits: limits,
-                                            cgroup: id.rawValue, image: imagePath)
-                    Self.writeRuntimeRecord(rec, to: recordPath)
-                    return startTime
-                }
-            }
-        } catch {
-            // (Not finished when the pool is shutting down: the child is
-            // killed and reaped here, before its cgroup goes.)
-            pending.abandon()
-            Posix.close(pair.agentd)
-            undo()
-            throw error
-        }
-        return (spawned.pid, spawned.pidfd, pair.agentd, id.rawValue, spawned.value)
+        return (spawned.pid, spawned.pidfd, pair.agentd, id.rawValue, nil)
     }
 
     private func watch(_ id: SandboxID, _ runtime: SandboxRuntime) {

@@ -4,7 +4,7 @@ import SandboxKit
 import Glibc
 #endif
 
-/// Everything the clone child needs, as Swift values; `Spawner.beginSpawn` turns
+/// Everything the clone child needs, as Swift values; `Spawner.spawn` turns
 /// it into C memory that stays put until the child has exec'd.
 struct SpawnSpec {
     var cloneFlags: UInt64
@@ -44,17 +44,13 @@ enum CloneFlag {
 }
 
 enum Spawner {
-    /// Clone a cold child and return as soon as it runs (about 0.1 ms),
-    /// without waiting for its setup: `PendingSpawn.finish` waits for its
-    /// exec.  In user-namespace mode its id maps are written here.
-    static func beginSpawn(_ s: SpawnSpec) throws(SandboxError) -> PendingSpawn {
-        let arena = CArena()
-        let cfg = arena.array([config(s, arena)])
-        let pending = PendingSpawn(spec: s, arena: arena, config: cfg)
+    /// Clone, set up and exec.  Blocks the calling thread until the child has
+    /// exec'd (about a millisecond): call it from a thread that may block.
+    static func spawn(_ s: SpawnSpec) throws(SandboxError) -> (pid: pid_t, pidfd: Int32) {
         var result = agentd_spawn_result()
-        let rc = agentd_spawn_begin(cfg, pending.handle, &result)
+        let rc = withConfig(s) { agentd_spawn($0, &result) }
         guard rc == 0 else { throw failure(result, s) }
-        return pending
+        return (result.pid, result.pidfd)
     }
 
     /// Clone a warm shell (see agentd_warm_start): blocks until it is ready.
@@ -221,67 +217,6 @@ final class PendingClaim: @unchecked Sendable {
         var result = agentd_spawn_result()
         let abandon: Int32 = if case .failure = value { 1 } else { 0 }
         let rc = shell.withHandle { w in agentd_warm_claim_finish(&w, abandon, &result) }
-        switch value {
-        case .failure(let e): throw e
-        case .success(let v):
-            guard rc == 0 else { throw Spawner.failure(result, spec) }
-            return (result.pid, result.pidfd, v)
-        }
-    }
-}
-
-/// A cold child cloned by `Spawner.beginSpawn` that has not exec'd yet.
-/// Keeps its C config (and the seccomp program it names) alive until then;
-/// `finish` is called once, from a thread that may block.
-final class PendingSpawn: @unchecked Sendable {
-    // @unchecked: one owner at a time (the start that made it); the config
-    // is not touched after the clone, and the handle only by begin and finish.
-    private let spec: SpawnSpec
-    private let arena: CArena
-    private let config: UnsafeMutablePointer<agentd_spawn_config>
-    fileprivate let handle: UnsafeMutablePointer<agentd_spawn_pending>
-
-    fileprivate init(spec: SpawnSpec, arena: CArena, config: UnsafeMutablePointer<agentd_spawn_config>) {
-        self.spec = spec
-        self.arena = arena
-        self.config = config
-        handle = .allocate(capacity: 1)
-        handle.initialize(to: agentd_spawn_pending(pid: -1, pidfd: -1, priv: nil))
-    }
-
-    deinit {
-        // Never finished (a start abandoned between the two halves): the
-        // child is killed and reaped before its config goes.
-        abandon()
-        handle.deallocate()
-    }
-
-    /// Kill and reap the child unless `finish` already ran.
-    func abandon() {
-        guard handle.pointee.priv != nil else { return }
-        var result = agentd_spawn_result()
-        _ = agentd_spawn_finish(handle, 1, &result)
-    }
-
-    var pid: pid_t { handle.pointee.pid }
-
-    /// Run `meanwhile` while the child sets up, then wait for its exec.
-    /// When `meanwhile` throws, the child is killed and reaped and the
-    /// error thrown.
-    func finish<T>(meanwhile: () throws(SandboxError) -> T) throws(SandboxError)
-        -> (pid: pid_t, pidfd: Int32, value: T)
-    {
-        let value: Result<T, SandboxError>
-        do throws(SandboxError) {
-            value = .success(try meanwhile())
-        } catch {
-            value = .failure(error)
-        }
-        var result = agentd_spawn_result()
-        let abandon: Int32 = if case .failure = value { 1 } else { 0 }
-        let rc = withExtendedLifetime((arena, spec.seccomp, config)) {
-            agentd_spawn_finish(handle, abandon, &result)
-        }
         switch value {
         case .failure(let e): throw e
         case .success(let v):

@@ -124,24 +124,10 @@ struct agentd_spawn_result {
     int err_index;             /* plan step index for AGENTD_STAGE_PLAN           */
 };
 
-/* A cold start in two halves, so that the caller can work while the child
- * sets up (about 0.7 ms): agentd_spawn_begin clones the child (and, in user
- * namespace mode, writes its id maps) and returns as soon as it runs;
- * agentd_spawn_finish waits for its exec.  `cfg` and the pending struct
- * must stay valid, unchanged, until agentd_spawn_finish has returned (the
- * child reads them).  begin returns 0 (pid, pidfd filled in) or -1 with
- * stage/err filled in (nothing is left running then); finish, called once
- * after a successful begin, returns 0 once the child has exec'd, or -1 with
- * stage/err when a step failed or `abandon` was set (the child killed), in
- * which case the child has been reaped and the pidfd closed. */
-struct agentd_spawn_pending {
-    pid_t pid;
-    int pidfd;
-    void *priv; /* the child's stack and context, freed by finish */
-};
-int agentd_spawn_begin(const struct agentd_spawn_config *cfg, struct agentd_spawn_pending *p,
-                       struct agentd_spawn_result *res);
-int agentd_spawn_finish(struct agentd_spawn_pending *p, int abandon, struct agentd_spawn_result *res);
+/* Clone the sandbox init: returns 0 once the child has exec'd (pid, pidfd
+ * filled in), -1 with stage/err filled in when any step failed (the child has
+ * then exited and been reaped).  Blocks the calling thread until then. */
+int agentd_spawn(const struct agentd_spawn_config *cfg, struct agentd_spawn_result *res);
 
 const char *agentd_stage_name(int stage);
 
