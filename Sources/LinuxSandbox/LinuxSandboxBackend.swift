@@ -285,6 +285,24 @@ public actor LinuxSandboxBackend: SandboxBackend {
 
     /// Set when the process may not hold many files (see `raiseOpenFileLimit`).
     private let fileLimitNote: String?
+    /// RLIMIT_NOFILE's hard limit of the daemon, which sandboxes inherit.
+    private let openFileHardLimit: Int
+    /// Whether the daemon holds CAP_SYS_RESOURCE (root in a container or
+    /// under a restricted bounding set may not): without it a sandbox
+    /// cannot be given more open files than `openFileHardLimit`.
+    private let canRaiseResourceLimits: Bool
+
+    /// Whether capability `cap` is in this process's effective set
+    /// (/proc/self/status, CapEff).
+    static func hasEffectiveCapability(_ cap: Int32) -> Bool {
+        guard let status = try? Posix.readFile("/proc/self/status") else { return false }
+        for line in status.split(separator: "\n") where line.hasPrefix("CapEff:") {
+            let hex = line.dropFirst("CapEff:".count).filter { !$0.isWhitespace }
+            guard let mask = UInt64(hex, radix: 16), cap >= 0, cap < 64 else { return false }
+            return mask & (UInt64(1) << UInt64(cap)) != 0
+        }
+        return false
+    }
 
     /// Raise the soft limit on open files to the hard one, as servers that
     /// hold many descriptors do: each running sandbox keeps a few (its
@@ -310,6 +328,10 @@ public actor LinuxSandboxBackend: SandboxBackend {
         self.warmSeccomp = try SeccompProgram(rules: SeccompProfile.warmRules, allow32Bit: config.allow32Bit)
         self.claimSeal = try SeccompProgram(rules: SeccompProfile.sealRules, allow32Bit: config.allow32Bit)
         let openFiles = Self.raiseOpenFileLimit()
+        var hard = rlimit()
+        self.openFileHardLimit = getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &hard) == 0
+            ? Int(clamping: hard.rlim_max) : Int(clamping: openFiles)
+        self.canRaiseResourceLimits = Self.hasEffectiveCapability(24)  // CAP_SYS_RESOURCE
         self.fileLimitNote = openFiles >= 8192 ? nil
             : "open files are limited to \(openFiles) (hard limit): each running sandbox holds a few, "
                 + "so a few hundred sandboxes need more (LimitNOFILE= under systemd)"
@@ -439,7 +461,30 @@ public actor LinuxSandboxBackend: SandboxBackend {
                                field: "network")
         }
         let image = try images.path(for: spec.image)
-        return (spec.limits.resolved(over: config.defaultLimits), image)
+        var limits = spec.limits.resolved(over: config.defaultLimits)
+        if let files = limits.openFiles, let ceiling = openFileCeiling(userNamespace: spec.userNamespace),
+           files > ceiling
+        {
+            // The sandbox's init could not set it (EPERM at start): an
+            // explicit request is refused now; the default is lowered.
+            if spec.limits.openFiles != nil {
+                throw SandboxError(.invalidArgument,
+                                   "open files \(files) exceeds this host's limit of \(ceiling): agentd may not raise "
+                                       + "it (no CAP_SYS_RESOURCE\(spec.userNamespace ? " in a user namespace" : ""))",
+                                   field: "open_files")
+            }
+            limits.openFiles = ceiling
+        }
+        return (limits, image)
+    }
+
+    /// The most open files a sandbox may be given: the daemon's own hard
+    /// limit, which a sandbox can only exceed with CAP_SYS_RESOURCE in the
+    /// host's user namespace (never in user namespace mode); nil when
+    /// there is no ceiling.
+    private func openFileCeiling(userNamespace: Bool) -> Int? {
+        guard userNamespace || !canRaiseResourceLimits else { return nil }
+        return openFileHardLimit
     }
 
     @discardableResult

@@ -45,6 +45,44 @@ struct LifecycleTests {
         }
     }
 
+    /// More open files than the daemon's hard limit can only be given with
+    /// CAP_SYS_RESOURCE in the host's user namespace: asked for, it is a
+    /// clear error at create (not an EPERM from the sandbox's setup at
+    /// start); as a default, it is lowered to the hard limit.
+    @Test func openFilesBeyondTheHostsLimit() async throws {
+        var hard = rlimit()
+        #expect(getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &hard) == 0)
+        let limit = Int(clamping: hard.rlim_max)
+        let canRaise = LinuxSandboxBackend.hasEffectiveCapability(24)
+        #expect(limit < 1_048_576, "the test needs a hard limit on open files below the largest valid request")
+        var defaults = ResourceLimits.defaults
+        defaults.openFiles = 1_048_576
+        try await TestEnvironment.withBackend(warm: 0, defaultLimits: defaults) { b in
+            // In a user namespace the sandbox never holds the capability.
+            var asked = TestEnvironment.spec
+            asked.userNamespace = true
+            asked.limits.openFiles = limit + 1
+            await expectError(.invalidArgument, field: "open_files") { try await b.create(TestEnvironment.id(), spec: asked) }
+            asked.userNamespace = false
+            if canRaise {
+                let id = try await b.started(TestEnvironment.id(), asked)
+                #expect(try await b.sh(id, "ulimit -n") == "\(limit + 1)\n")
+            } else {
+                await expectError(.invalidArgument, field: "open_files") { try await b.create(TestEnvironment.id(), spec: asked) }
+            }
+            // The default (above the hard limit here) is lowered, in both modes.
+            for userNamespace in [false, true] {
+                var plain = TestEnvironment.spec
+                plain.userNamespace = userNamespace
+                let id = try await b.started(TestEnvironment.id(), plain)
+                let expected = canRaise && !userNamespace ? 1_048_576 : limit
+                #expect(try await b.sh(id, "ulimit -n") == "\(expected)\n", "user namespace: \(userNamespace)")
+                try await b.destroy(id)
+            }
+            #expect(try await b.list().isEmpty, "failed creates left records")
+        }
+    }
+
     @Test func stopKillsEverythingAndDestroyRemovesFiles() async throws {
         try await TestEnvironment.withBackend { b in
             let id = try await b.started(TestEnvironment.id(), TestEnvironment.spec)

@@ -61,6 +61,9 @@ enum TestEnvironment {
             }
             try Posix.removeTree(root)
             try Posix.makeDirectories(root + "/images")
+            // The state directory goes when the test process exits (every
+            // backend in it has been closed by then, its mounts gone).
+            atexit { try? Posix.removeTree(TestEnvironment.root) }
             let image = root + "/images/minimal"
             let status = try Program.run(["/bin/bash", repository + "/rootfs/build", "minimal", "--out", image])
             guard status == 0 else { throw SandboxError(.system, "rootfs/build minimal failed (\(status))") }
@@ -88,6 +91,7 @@ enum TestEnvironment {
     /// no cgroup, no mount, no process.
     static func withBackend(
         driver: String = "auto", pool: Int = 1, warm: Int = 1, allow32Bit: Bool = false,
+        defaultLimits: ResourceLimits = .defaults,
         _ body: (LinuxSandboxBackend) async throws -> Void
     ) async throws {
         try requireRoot()
@@ -98,8 +102,8 @@ enum TestEnvironment {
         logger.logLevel = .error
         let backend = try await LinuxSandboxBackend.open(
             config: LinuxSandboxConfig(stateDirectory: state, runDirectory: state + "/run", cgroupDriver: driver,
-                                       cgroupParent: parent, networkNamespacePool: pool, warmPool: warm,
-                                       allow32Bit: allow32Bit),
+                                       cgroupParent: parent, defaultLimits: defaultLimits,
+                                       networkNamespacePool: pool, warmPool: warm, allow32Bit: allow32Bit),
             logger: logger)
         // Pools full: with `warm` > 0 the test's first start claims a warm
         // shell, and its first create a spare root (made for the image of
