@@ -8,17 +8,18 @@ import Glibc
 #endif
 
 /// A command started by a sandbox's init.  Its stdout, stderr and status
-/// pipes are read by SwiftNIO; the events stream ends with one `.exit`.
+/// pipes are read on one SwiftNIO event loop by plain channel handlers (no
+/// task per pipe, nothing awaited to set them up); the events stream ends
+/// with one `.exit`, after the command's output.
 final class LinuxExecProcess: ExecProcess {
     let events: AsyncThrowingStream<ExecEvent, any Error>
     private let channel: InitChannel
     private let id: UInt64
     private let stdin: Mutex<(any Channel)?>
-    private let timedOut = Flag()
 
     /// How long to wait for output after the command has exited, for
     /// background processes that still hold its stdout.
-    static let drainGrace: Duration = .milliseconds(200)
+    static let drainGrace: TimeAmount = .milliseconds(200)
 
     struct Pipes {
         var stdout: Int32
@@ -33,10 +34,18 @@ final class LinuxExecProcess: ExecProcess {
         self.id = id
         let (stream, continuation) = AsyncThrowingStream<ExecEvent, any Error>.makeStream()
         self.events = stream
+        // The caller's loop when it runs on one (agentd runs Swift
+        // concurrency on NIO's loops): the stream's consumer is woken
+        // there, with no hop to another thread.
+        let loop = group.any()
+        let pump = ExecPump(loop: loop, continuation: continuation, channel: channel, id: id,
+                            commandName: commandName, cwd: cwd)
+        pump.begin(pipes: pipes, timeout: timeout)
+
         var stdinChannel: (any Channel)? = nil
         if pipes.stdin >= 0 {
             do {
-                stdinChannel = try await NIOPipeBootstrap(group: group).takingOwnershipOfDescriptor(output: pipes.stdin)
+                stdinChannel = try await NIOPipeBootstrap(group: loop).takingOwnershipOfDescriptor(output: pipes.stdin)
                     .get()
             } catch {
                 Posix.close(pipes.stdin)
@@ -55,97 +64,6 @@ final class LinuxExecProcess: ExecProcess {
         // A consumer that goes away takes the command with it.
         continuation.onTermination = { reason in
             if case .cancelled = reason { try? channel.signal(id: id, signal: SIGKILL) }
-        }
-        let start = Posix.monotonicNanos()
-        let timedOut = self.timedOut
-        Task {
-            let timer: Task<Void, Never>? = timeout.map { t in
-                Task {
-                    guard (try? await Task.sleep(for: t)) != nil else { return }
-                    timedOut.set()
-                    try? channel.signal(id: id, signal: SIGKILL)
-                }
-            }
-            let status = await LinuxExecProcess.pump(pipes: pipes, group: group, continuation: continuation)
-            timer?.cancel()
-            let ms = Double(Posix.monotonicNanos() - start) / 1e6
-            switch status {
-            case .some(let st) where st.outcome == Int32(AGENTD_EXEC_FAILED.rawValue):
-                let reason = String(cString: strerror(st.err))
-                let kind: SandboxError.Kind = (st.err == ENOENT || st.err == ENOTDIR) ? .notFound : .invalidArgument
-                let message = st.stage == 1 ? "working directory \(cwd): \(reason)"
-                    : "command \(commandName) could not be started: \(reason)"
-                continuation.finish(throwing: SandboxError(
-                    kind, message, field: st.stage == 1 ? "cwd" : "command", stage: "exec", errno: st.err))
-            case .some(let st):
-                continuation.yield(.exit(ExitStatus(
-                    code: st.signal == 0 ? st.code : nil, signal: st.signal == 0 ? nil : st.signal,
-                    timedOut: timedOut.isSet, durationMs: ms)))
-                continuation.finish()
-            case .none:
-                // init went away (the sandbox was stopped): the command died with it.
-                continuation.yield(.exit(ExitStatus(code: nil, signal: SIGKILL,
-                                                    timedOut: timedOut.isSet, durationMs: ms)))
-                continuation.finish()
-            }
-        }
-    }
-
-    private enum Piece { case outputDone, graceOver }
-
-    /// Read stdout and stderr into the stream and the status record; returns
-    /// the status, or nil when the status pipe closed without one.
-    private static func pump(pipes: Pipes, group: any EventLoopGroup,
-                             continuation: AsyncThrowingStream<ExecEvent, any Error>.Continuation) async
-        -> agentd_exec_status?
-    {
-        await withTaskGroup(of: Piece.self) { tasks in
-            tasks.addTask {
-                await readPipe(pipes.stdout, group: group) { continuation.yield(.stdout($0)) }
-                return .outputDone
-            }
-            tasks.addTask {
-                await readPipe(pipes.stderr, group: group) { continuation.yield(.stderr($0)) }
-                return .outputDone
-            }
-            let collected = Mutex<[UInt8]>([])
-            await readPipe(pipes.status, group: group) { chunk in collected.withLock { $0 += chunk } }
-            let record = collected.withLock { $0 }
-            tasks.addTask {
-                try? await Task.sleep(for: drainGrace)
-                return .graceOver
-            }
-            var done = 0
-            while let piece = await tasks.next() {
-                if piece == .graceOver { break }
-                done += 1
-                if done == 2 { break }
-            }
-            tasks.cancelAll()
-            guard record.count >= MemoryLayout<agentd_exec_status>.size else { return nil }
-            let st = record.withUnsafeBytes { $0.loadUnaligned(as: agentd_exec_status.self) }
-            return st.magic == AGENTD_INIT_MAGIC ? st : nil
-        }
-    }
-
-    /// Read a pipe until end-of-file (or cancellation), calling `onChunk`.
-    static func readPipe(_ fd: Int32, group: any EventLoopGroup, onChunk: @escaping @Sendable ([UInt8]) -> Void) async {
-        let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
-        do {
-            channel = try await NIOPipeBootstrap(group: group)
-                .takingOwnershipOfDescriptor(input: fd) { ch in
-                    ch.eventLoop.makeCompletedFuture {
-                        try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: ch)
-                    }
-                }
-        } catch {
-            Posix.close(fd)
-            return
-        }
-        try? await channel.executeThenClose { inbound, _ in
-            for try await buffer in inbound {
-                onChunk(Array(buffer.readableBytesView))
-            }
         }
     }
 
@@ -167,6 +85,165 @@ final class LinuxExecProcess: ExecProcess {
 
     func signal(_ signal: Int32) async {
         try? channel.signal(id: id, signal: signal)
+    }
+}
+
+/// The reading side of one command, confined to one event loop: output
+/// goes into the stream as it comes; when the status pipe has closed and
+/// stdout and stderr have ended (or `drainGrace` has passed), the stream
+/// gets the exit and finishes.
+private final class ExecPump: Sendable {
+    private struct State: Sendable {
+        var openOutputs = 2
+        var record: [UInt8] = []
+        var statusClosed = false
+        var finished = false
+        var channels: [any Channel] = []
+        var timer: Scheduled<Void>? = nil
+        var grace: Scheduled<Void>? = nil
+    }
+
+    let loop: any EventLoop
+    private let state: NIOLoopBoundBox<State>
+    private let continuation: AsyncThrowingStream<ExecEvent, any Error>.Continuation
+    private let channel: InitChannel
+    private let id: UInt64
+    private let commandName: String
+    private let cwd: String
+    private let started = Posix.monotonicNanos()
+    private let timedOut = Flag()
+
+    init(loop: any EventLoop, continuation: AsyncThrowingStream<ExecEvent, any Error>.Continuation,
+         channel: InitChannel, id: UInt64, commandName: String, cwd: String) {
+        self.loop = loop
+        self.state = NIOLoopBoundBox.makeBoxSendingValue(State(), as: State.self, eventLoop: loop)
+        self.continuation = continuation
+        self.channel = channel
+        self.id = id
+        self.commandName = commandName
+        self.cwd = cwd
+    }
+
+    /// Register the three pipes and arm the timeout (from any thread).
+    func begin(pipes: LinuxExecProcess.Pipes, timeout: Duration?) {
+        loop.execute {
+            if let t = timeout {
+                let (seconds, attoseconds) = t.components
+                let nanos = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+                let amount: TimeAmount = nanos.overflow ? .hours(24 * 365) : .nanoseconds(nanos.partialValue + attoseconds / 1_000_000_000)
+                self.state.value.timer = self.loop.scheduleTask(in: amount) {
+                    self.timedOut.set()
+                    try? self.channel.signal(id: self.id, signal: SIGKILL)
+                }
+            }
+            self.read(pipes.stdout, onChunk: { self.continuation.yield(.stdout($0)) }, onEnd: { self.outputEnded() })
+            self.read(pipes.stderr, onChunk: { self.continuation.yield(.stderr($0)) }, onEnd: { self.outputEnded() })
+            self.read(pipes.status, onChunk: { self.state.value.record += $0 }, onEnd: { self.statusClosed() })
+        }
+    }
+
+    private func read(_ fd: Int32, onChunk: @escaping ([UInt8]) -> Void, onEnd: @escaping () -> Void) {
+        let handlers = NIOLoopBound((onChunk, onEnd), eventLoop: loop)
+        NIOPipeBootstrap(group: loop)
+            .channelInitializer { ch in
+                ch.eventLoop.makeCompletedFuture {
+                    let (c, e) = handlers.value
+                    try ch.pipeline.syncOperations.addHandler(PipeReader(onChunk: c, onEnd: e))
+                }
+            }
+            .takingOwnershipOfDescriptor(input: fd)
+            .whenComplete { result in
+                switch result {
+                case .success(let ch):
+                    if self.state.value.finished { ch.close(promise: nil) } else { self.state.value.channels.append(ch) }
+                case .failure:
+                    Posix.close(fd)
+                    handlers.value.1()
+                }
+            }
+    }
+
+    private func outputEnded() {
+        state.value.openOutputs -= 1
+        if state.value.openOutputs == 0 && state.value.statusClosed { finish() }
+    }
+
+    private func statusClosed() {
+        state.value.statusClosed = true
+        if state.value.openOutputs == 0 {
+            finish()
+        } else {
+            // Output still open after the command has ended: a background
+            // process holds it.  Wait a little for it, then end anyway.
+            state.value.grace = loop.scheduleTask(in: LinuxExecProcess.drainGrace) { self.finish() }
+        }
+    }
+
+    private func finish() {
+        guard !state.value.finished else { return }
+        state.value.finished = true
+        state.value.timer?.cancel()
+        state.value.grace?.cancel()
+        for ch in state.value.channels where ch.isActive { ch.close(promise: nil) }
+        state.value.channels = []
+        let ms = Double(Posix.monotonicNanos() - started) / 1e6
+        let record = state.value.record
+        guard record.count >= MemoryLayout<agentd_exec_status>.size,
+              case let st = record.withUnsafeBytes({ $0.loadUnaligned(as: agentd_exec_status.self) }),
+              st.magic == AGENTD_INIT_MAGIC
+        else {
+            // init went away (the sandbox was stopped): the command died with it.
+            continuation.yield(.exit(ExitStatus(code: nil, signal: SIGKILL, timedOut: timedOut.isSet, durationMs: ms)))
+            continuation.finish()
+            return
+        }
+        if st.outcome == Int32(AGENTD_EXEC_FAILED.rawValue) {
+            let reason = String(cString: strerror(st.err))
+            let kind: SandboxError.Kind = (st.err == ENOENT || st.err == ENOTDIR) ? .notFound : .invalidArgument
+            let message = st.stage == 1 ? "working directory \(cwd): \(reason)"
+                : "command \(commandName) could not be started: \(reason)"
+            continuation.finish(throwing: SandboxError(
+                kind, message, field: st.stage == 1 ? "cwd" : "command", stage: "exec", errno: st.err))
+        } else {
+            continuation.yield(.exit(ExitStatus(
+                code: st.signal == 0 ? st.code : nil, signal: st.signal == 0 ? nil : st.signal,
+                timedOut: timedOut.isSet, durationMs: ms)))
+            continuation.finish()
+        }
+    }
+}
+
+/// Hands a pipe's bytes to `onChunk` and its end (end-of-file, an error,
+/// or the channel closed) to `onEnd`, once.
+private final class PipeReader: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+
+    private let onChunk: ([UInt8]) -> Void
+    private var onEnd: (() -> Void)?
+
+    init(onChunk: @escaping ([UInt8]) -> Void, onEnd: @escaping () -> Void) {
+        self.onChunk = onChunk
+        self.onEnd = onEnd
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = unwrapInboundIn(data)
+        onChunk(Array(buffer.readableBytesView))
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        end()
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    private func end() {
+        let f = onEnd
+        onEnd = nil
+        f?()
     }
 }
 

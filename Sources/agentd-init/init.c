@@ -130,9 +130,79 @@ struct child_error {
     int err;
 };
 
-/* In the forked child: never returns. */
-static void run_child(int in_fd, int out_fd, int err_fd, int report_fd, const char *cwd, char **argv, char **envp)
+/* What the child of a command start shares with init (CLONE_VM): its
+ * arguments, and how it failed if it did.  Init is suspended from the
+ * clone until the child has exec'd or exited (CLONE_VFORK), so one of each
+ * is enough. */
+static struct {
+    int in_fd, out_fd, err_fd;
+    const char *cwd;
+    char **argv, **envp;
+    volatile struct child_error failed; /* stage 0: the exec succeeded */
+} start;
+
+/* The child's own stack: it runs in init's memory while init waits. */
+static unsigned char child_stack[64 * 1024] __attribute__((aligned(16)));
+
+/* clone(flags) with the child on `stack_top`, calling fn(arg) there and
+ * exiting with 127 if fn returns; the parent gets the child's pid or
+ * -errno.  Hand-written because the child must not touch the parent's
+ * stack frames, which a plain clone(CLONE_VM) child returning through C
+ * code would. */
+long init_clone_on_stack(unsigned long flags, void *stack_top, void (*fn)(void *), void *arg);
+#if defined(__x86_64__)
+__asm__(".text\n"
+        ".globl init_clone_on_stack\n"
+        "init_clone_on_stack:\n"
+        "  and $-16, %rsi\n"
+        "  sub $16, %rsi\n"
+        "  mov %rdx, 0(%rsi)\n"   /* fn and arg at the top of the new stack */
+        "  mov %rcx, 8(%rsi)\n"
+        "  mov $56, %eax\n"       /* SYS_clone(flags, newsp, 0, 0, 0) */
+        "  xor %edx, %edx\n"
+        "  xor %r10d, %r10d\n"
+        "  xor %r8d, %r8d\n"
+        "  syscall\n"
+        "  test %rax, %rax\n"
+        "  jnz 1f\n"
+        "  pop %rax\n"             /* the child, on the new stack */
+        "  pop %rdi\n"
+        "  xor %ebp, %ebp\n"
+        "  call *%rax\n"
+        "  mov $127, %edi\n"
+        "  mov $231, %eax\n"       /* exit_group */
+        "  syscall\n"
+        "  hlt\n"
+        "1: ret\n");
+#elif defined(__aarch64__)
+__asm__(".text\n"
+        ".globl init_clone_on_stack\n"
+        "init_clone_on_stack:\n"
+        "  and x1, x1, #-16\n"
+        "  stp x2, x3, [x1, #-16]!\n" /* fn and arg at the top of the new stack */
+        "  mov x2, #0\n"
+        "  mov x3, #0\n"
+        "  mov x4, #0\n"
+        "  mov x8, #220\n"             /* SYS_clone(flags, newsp, 0, 0, 0) */
+        "  svc #0\n"
+        "  cbnz x0, 1f\n"
+        "  ldp x2, x0, [sp], #16\n"    /* the child, on the new stack */
+        "  mov x29, #0\n"
+        "  mov x30, #0\n"
+        "  blr x2\n"
+        "  mov x0, #127\n"
+        "  mov x8, #94\n"              /* exit_group */
+        "  svc #0\n"
+        "1: ret\n");
+#endif
+
+/* In the child (init's memory, its own stack): never returns. */
+static void run_child(void *unused)
 {
+    (void)unused;
+    int in_fd = start.in_fd, out_fd = start.out_fd, err_fd = start.err_fd;
+    const char *cwd = start.cwd;
+    char **argv = start.argv, **envp = start.envp;
     unsigned long empty = 0;
     struct k_sigaction dfl = {0};
     SC4(SYS_rt_sigaction, SIGPIPE, &dfl, 0, 8);
@@ -149,7 +219,7 @@ static void run_child(int in_fd, int out_fd, int err_fd, int report_fd, const ch
         ce.stage = 1;
         ce.err = (int)-rc;
     } else {
-        /* Everything else closes on exec; the report pipe already does. */
+        /* Everything else closes on exec. */
         SC3(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC);
         const char *name = argv[0];
         int has_slash = 0;
@@ -198,7 +268,8 @@ static void run_child(int in_fd, int out_fd, int err_fd, int report_fd, const ch
                 ce.err = EACCES;
         }
     }
-    SC3(SYS_write, report_fd, &ce, sizeof ce);
+    start.failed.err = ce.err;
+    start.failed.stage = ce.stage;
     SC1(SYS_exit_group, 127);
     for (;;) {
     }
@@ -251,32 +322,27 @@ static void handle_exec(const struct agentd_init_header *h, char *payload, int *
     char **argv = &strings[1];
     char **envp = &strings[2 + h->argc];
 
-    int report[2];
-    if (SC2(SYS_pipe2, report, O_CLOEXEC) < 0) {
-        write_status(status_fd, AGENTD_EXEC_FAILED, 0, 0, EMFILE, 3);
-        close_fds(fds, want - 1);
-        return;
-    }
-    long pid = SC5(SYS_clone, SIGCHLD, 0, 0, 0, 0);
-    if (pid == 0)
-        run_child(in_fd, out_fd, err_fd, report[1], cwd, argv, envp);
-    close_fd(report[1]);
+    /* Like vfork: no copy of init's memory, and init resumes once the
+     * child has exec'd (or failed and exited), which is when it would
+     * otherwise learn that from a close-on-exec pipe. */
+    start.in_fd = in_fd;
+    start.out_fd = out_fd;
+    start.err_fd = err_fd;
+    start.cwd = cwd;
+    start.argv = argv;
+    start.envp = envp;
+    start.failed.stage = 0;
+    start.failed.err = 0;
+    long pid = init_clone_on_stack(CLONE_VM | CLONE_VFORK | SIGCHLD, child_stack + sizeof child_stack, run_child, 0);
     close_fds(fds, want - 1);
     if (pid < 0) {
-        close_fd(report[0]);
         write_status(status_fd, AGENTD_EXEC_FAILED, 0, 0, (int)-pid, 3);
         return;
     }
-    struct child_error ce;
-    long n;
-    do {
-        n = SC3(SYS_read, report[0], &ce, sizeof ce);
-    } while (n == -EINTR);
-    close_fd(report[0]);
-    if (n == (long)sizeof ce) {
+    if (start.failed.stage != 0) {
         int st;
         SC4(SYS_wait4, pid, &st, 0, 0);
-        write_status(status_fd, AGENTD_EXEC_FAILED, 0, 0, ce.err, ce.stage);
+        write_status(status_fd, AGENTD_EXEC_FAILED, 0, 0, start.failed.err, start.failed.stage);
         return;
     }
     execs[n_execs].id = h->id;

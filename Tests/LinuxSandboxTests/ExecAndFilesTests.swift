@@ -35,6 +35,32 @@ struct ExecAndFilesTests {
         }
     }
 
+    /// Every byte comes before the exit; output held open by a background
+    /// process ends the command a short grace after it exits, not when the
+    /// background process does; a consumer that goes away kills the command.
+    @Test func outputEndsWithTheCommand() async throws {
+        try await TestEnvironment.withBackend { b in
+            let id = try await b.started(TestEnvironment.id(), TestEnvironment.spec)
+            let big = try await b.run(id, ExecRequest(command: .shell("head -c 3000000 /dev/zero; head -c 1000000 /dev/zero >&2")))
+            #expect(big.status.code == 0)
+            #expect(big.stdout.count == 3_000_000 && big.stderr.count == 1_000_000)
+
+            let t0 = Posix.monotonicNanos()
+            let held = try await b.run(id, ExecRequest(command: .shell("sleep 30 & echo done")))
+            let seconds = Double(Posix.monotonicNanos() - t0) / 1e9
+            #expect(held.status.code == 0 && held.stdoutString == "done\n")
+            #expect(seconds < 5, "the exec waited \(seconds) s for a background process")
+
+            let p = try await b.exec(id, ExecRequest(command: .shell("echo $$ > /tmp/pid; exec sleep 300")))
+            let consumer = Task { for try await _ in p.events {} }
+            _ = try await b.sh(id, "while ! test -s /tmp/pid; do sleep 0.01; done")
+            consumer.cancel()
+            _ = try? await consumer.value
+            let gone = try await b.sh(id, "for i in $(seq 100); do kill -0 $(cat /tmp/pid) 2>/dev/null || { echo gone; exit; }; sleep 0.05; done")
+            #expect(gone == "gone\n")
+        }
+    }
+
     @Test func interactiveStdin() async throws {
         try await TestEnvironment.withBackend { b in
             let id = try await b.started(TestEnvironment.id(), TestEnvironment.spec)
