@@ -6,7 +6,7 @@
  * daemon's address space until execve() replaces it, which is why it
  *   - makes raw system calls only (no errno, no locks, no allocation),
  *   - reads nothing that the parent might change (the config is immutable
- *     until agentd_spawn() returns, which is after the exec),
+ *     until agentd_spawn_finish() has been called, which is after the exec),
  *   - reports failures as {stage, errno, step} over a close-on-exec pipe;
  *     end-of-file on that pipe means the exec succeeded.
  */
@@ -414,17 +414,55 @@ static long clone_child(struct clone_args *args, void *stack, int (*fn)(void *),
     return pid;
 }
 
-int agentd_spawn(const struct agentd_spawn_config *cfg, struct agentd_spawn_result *res)
+/* What a cold child runs on and reads until it execs: its context and
+ * stack, in memory that outlives agentd_spawn_begin's frame. */
+struct cold_child {
+    struct child_ctx ctx;
+    void *stack;
+};
+
+/* Kill and reap a child (if it is still there) and free what it used. */
+static void cold_release(struct agentd_spawn_pending *p, int kill_child)
+{
+    struct cold_child *cc = p->priv;
+    if (kill_child) {
+        if (p->pidfd >= 0)
+            syscall(SYS_pidfd_send_signal, p->pidfd, SIGKILL, NULL, 0);
+        int status;
+        while (waitpid(p->pid, &status, __WALL) < 0 && errno == EINTR) {
+        }
+        if (p->pidfd >= 0)
+            close(p->pidfd);
+        p->pidfd = -1;
+    }
+    munmap(cc->stack, CHILD_STACK);
+    free(cc);
+    p->priv = NULL;
+}
+
+int agentd_spawn_begin(const struct agentd_spawn_config *cfg, struct agentd_spawn_pending *p,
+                       struct agentd_spawn_result *res)
 {
     memset(res, 0, sizeof *res);
     res->pid = -1;
     res->pidfd = -1;
+    p->pid = -1;
+    p->pidfd = -1;
+    p->report_fd = -1;
+    p->priv = NULL;
 
     int report[2], sync[2] = {-1, -1};
     int userns = (cfg->clone_flags & CLONE_NEWUSER) != 0;
+    struct cold_child *cc = calloc(1, sizeof *cc);
+    if (!cc) {
+        res->stage = AGENTD_STAGE_CLONE;
+        res->err = ENOMEM;
+        return -1;
+    }
     if (pipe2(report, O_CLOEXEC) < 0) {
         res->stage = AGENTD_STAGE_CLONE;
         res->err = errno;
+        free(cc);
         return -1;
     }
     if (userns && pipe2(sync, O_CLOEXEC) < 0) {
@@ -432,10 +470,11 @@ int agentd_spawn(const struct agentd_spawn_config *cfg, struct agentd_spawn_resu
         res->err = errno;
         close(report[0]);
         close(report[1]);
+        free(cc);
         return -1;
     }
-    void *stack = stack_alloc();
-    if (!stack) {
+    cc->stack = stack_alloc();
+    if (!cc->stack) {
         res->stage = AGENTD_STAGE_CLONE;
         res->err = errno;
         close(report[0]);
@@ -444,11 +483,11 @@ int agentd_spawn(const struct agentd_spawn_config *cfg, struct agentd_spawn_resu
             close(sync[0]);
             close(sync[1]);
         }
+        free(cc);
         return -1;
     }
 
-    struct child_ctx ctx = {cfg, report[1], sync[0], sync[1], -1};
-    int pidfd = -1;
+    cc->ctx = (struct child_ctx){cfg, report[1], sync[0], sync[1], -1};
     struct clone_args args;
     memset(&args, 0, sizeof args);
     args.flags = CLONE_VM | CLONE_PIDFD | cfg->clone_flags;
@@ -456,10 +495,10 @@ int agentd_spawn(const struct agentd_spawn_config *cfg, struct agentd_spawn_resu
         args.flags |= CLONE_INTO_CGROUP;
         args.cgroup = (uint64_t)cfg->cgroup_fd;
     }
-    args.pidfd = (uint64_t)(uintptr_t)&pidfd;
+    args.pidfd = (uint64_t)(uintptr_t)&p->pidfd;
     args.exit_signal = SIGCHLD;
 
-    long pid = clone_child(&args, stack, child_main, &ctx);
+    long pid = clone_child(&args, cc->stack, child_main, &cc->ctx);
     close(report[1]);
     if (userns)
         close(sync[0]);
@@ -469,12 +508,15 @@ int agentd_spawn(const struct agentd_spawn_config *cfg, struct agentd_spawn_resu
         close(report[0]);
         if (userns)
             close(sync[1]);
-        munmap(stack, CHILD_STACK);
+        munmap(cc->stack, CHILD_STACK);
+        free(cc);
         return -1;
     }
+    p->pid = (pid_t)pid;
+    p->priv = cc;
 
-    int failed = 0;
     if (userns) {
+        int failed = 0;
         if (write_maps((pid_t)pid, cfg->uid_map, cfg->gid_map) < 0) {
             res->stage = AGENTD_STAGE_USERNS_MAP;
             res->err = errno;
@@ -486,42 +528,55 @@ int agentd_spawn(const struct agentd_spawn_config *cfg, struct agentd_spawn_resu
             failed = 1;
         }
         close(sync[1]);
+        if (failed) {
+            close(report[0]);
+            cold_release(p, 1);
+            return -1;
+        }
     }
+    p->report_fd = report[0];
+    res->pid = p->pid;
+    res->pidfd = p->pidfd;
+    return 0;
+}
 
+int agentd_spawn_finish(struct agentd_spawn_pending *p, const void *report, size_t n,
+                        struct agentd_spawn_result *res)
+{
+    memset(res, 0, sizeof *res);
+    res->pid = -1;
+    res->pidfd = -1;
+    if (!p->priv) {
+        res->stage = AGENTD_STAGE_CLONE;
+        res->err = EINVAL;
+        return -1;
+    }
+    if (!report) {
+        res->stage = AGENTD_STAGE_EXEC;
+        res->err = ECANCELED;
+        cold_release(p, 1);
+        return -1;
+    }
+    if (n == 0) {
+        /* End-of-file with nothing said: the child has exec'd (the pipe
+         * is close-on-exec) and no longer runs on our stack. */
+        cold_release(p, 0);
+        res->pid = p->pid;
+        res->pidfd = p->pidfd;
+        return 0;
+    }
     struct child_report rep;
-    ssize_t got;
-    do {
-        got = read(report[0], &rep, sizeof rep);
-    } while (got < 0 && errno == EINTR);
-    close(report[0]);
-
-    if (got == (ssize_t)sizeof rep && !failed) {
+    if (n == sizeof rep) {
+        memcpy(&rep, report, sizeof rep);
         res->stage = rep.stage;
         res->err = rep.err;
         res->err_index = rep.index;
-        failed = 1;
-    } else if (got != 0 && !failed) {
+    } else {
         res->stage = AGENTD_STAGE_EXEC;
-        res->err = got < 0 ? errno : EPROTO;
-        failed = 1;
+        res->err = EPROTO;
     }
-
-    if (failed) {
-        if (pidfd >= 0)
-            syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
-        int status;
-        while (waitpid((pid_t)pid, &status, __WALL) < 0 && errno == EINTR) {
-        }
-        if (pidfd >= 0)
-            close(pidfd);
-        munmap(stack, CHILD_STACK);
-        return -1;
-    }
-    /* The child has exec'd: it no longer runs on our stack. */
-    munmap(stack, CHILD_STACK);
-    res->pid = (pid_t)pid;
-    res->pidfd = pidfd;
-    return 0;
+    cold_release(p, 1);
+    return -1;
 }
 
 const char *agentd_stage_name(int stage)

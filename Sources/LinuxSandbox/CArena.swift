@@ -5,7 +5,7 @@ import Glibc
 
 /// Owns the C memory of one spawn configuration (strings, arrays) and frees
 /// it all at once.  Everything the clone child reads lives here and stays
-/// untouched until `agentd_spawn` has returned.
+/// untouched until the child has exec'd (`agentd_spawn_finish`, a warm claim's finish).
 final class CArena {
     private var blocks: [UnsafeMutableRawPointer] = []
 

@@ -215,7 +215,7 @@ private final class ExecPump: Sendable {
 
 /// Hands a pipe's bytes to `onChunk` and its end (end-of-file, an error,
 /// or the channel closed) to `onEnd`, once.
-private final class PipeReader: ChannelInboundHandler {
+final class PipeReader: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
 
     private let onChunk: ([UInt8]) -> Void
@@ -244,6 +244,47 @@ private final class PipeReader: ChannelInboundHandler {
         let f = onEnd
         onEnd = nil
         f?()
+    }
+}
+
+enum PipeReading {
+    /// The bytes of pipe `fd` (at most `limit`) until its end, read on
+    /// `loop` without blocking a thread.  Takes ownership of `fd`.
+    static func readToEnd(_ fd: Int32, on loop: any EventLoop, limit: Int) async -> [UInt8] {
+        let promise = loop.makePromise(of: [UInt8].self)
+        NIOPipeBootstrap(group: loop)
+            .channelInitializer { ch in
+                ch.eventLoop.makeCompletedFuture {
+                    let box = ByteBox()
+                    try ch.pipeline.syncOperations.addHandler(PipeReader(
+                        onChunk: { box.bytes += $0.prefix(max(0, limit - box.bytes.count)) },
+                        onEnd: { promise.succeed(box.bytes) }))
+                }
+            }
+            .takingOwnershipOfDescriptor(input: fd)
+            .whenFailure { _ in
+                // Not registered (the fd is still ours): read it here.
+                promise.succeed(blockingReadToEnd(fd, limit: limit))
+                Posix.close(fd)
+            }
+        return (try? await promise.futureResult.get()) ?? []
+    }
+
+    private final class ByteBox {
+        var bytes: [UInt8] = []
+    }
+
+    private static func blockingReadToEnd(_ fd: Int32, limit: Int) -> [UInt8] {
+        var out: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 4096)
+        while true {
+            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            _ = poll(&p, 1, -1)
+            let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && (errno == EINTR || errno == EAGAIN) { continue }
+            if n <= 0 { return out }
+            out += buf[0..<min(n, max(0, limit - out.count))]
+        }
     }
 }
 

@@ -801,8 +801,10 @@ public actor LinuxSandboxBackend: SandboxBackend {
 
         let spawned: (pid: pid_t, pidfd: Int32)
         do {
-            let spec = s
-            spawned = try await NIOThreadPool.singleton.runIfActive { try Spawner.spawn(spec) }
+            // The clone from here, the wait for the child's exec on this
+            // task's event loop: no thread hop and no thread blocked.
+            let pending = try Spawner.beginSpawn(s)
+            spawned = try await pending.finish(on: group.any())
         } catch {
             placement.close()
             [listenFD, pair.agentd, pair.initEnd, netns].forEach(Posix.close)

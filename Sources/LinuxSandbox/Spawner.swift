@@ -1,10 +1,11 @@
 import CAgentdSandbox
+import NIOCore
 import SandboxKit
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// Everything the clone child needs, as Swift values; `Spawner.spawn` turns
+/// Everything the clone child needs, as Swift values; `Spawner.beginSpawn` turns
 /// it into C memory that stays put until the child has exec'd.
 struct SpawnSpec {
     var cloneFlags: UInt64
@@ -44,13 +45,19 @@ enum CloneFlag {
 }
 
 enum Spawner {
-    /// Clone, set up and exec.  Blocks the calling thread until the child has
-    /// exec'd (about a millisecond): call it from a thread that may block.
-    static func spawn(_ s: SpawnSpec) throws(SandboxError) -> (pid: pid_t, pidfd: Int32) {
+    /// Clone a cold child and return as soon as it runs (the clone itself,
+    /// ~0.1 ms), without waiting for its setup: `PendingSpawn.finish` waits
+    /// for its exec on an event loop, so no thread blocks for the
+    /// millisecond that takes.  In user namespace mode its id maps are
+    /// written here.
+    static func beginSpawn(_ s: SpawnSpec) throws(SandboxError) -> PendingSpawn {
+        let arena = CArena()
+        let cfg = arena.array([config(s, arena)])
+        let pending = PendingSpawn(spec: s, arena: arena)
         var result = agentd_spawn_result()
-        let rc = withConfig(s) { agentd_spawn($0, &result) }
+        let rc = withExtendedLifetime(s.seccomp) { agentd_spawn_begin(cfg, pending.handle, &result) }
         guard rc == 0 else { throw failure(result, s) }
-        return (result.pid, result.pidfd)
+        return pending
     }
 
     /// Clone a warm shell (see agentd_warm_start): blocks until it is ready.
@@ -223,5 +230,48 @@ final class PendingClaim: @unchecked Sendable {
             guard rc == 0 else { throw Spawner.failure(result, spec) }
             return (result.pid, result.pidfd, v)
         }
+    }
+}
+
+/// A cold child cloned by `Spawner.beginSpawn` that has not exec'd yet.
+/// Keeps its C config (and the seccomp program it names) alive until then.
+final class PendingSpawn: @unchecked Sendable {
+    // @unchecked: one owner (the start that made it); the config is not
+    // touched after the clone, and the handle only by begin and finish.
+    private let spec: SpawnSpec
+    private let arena: CArena
+    fileprivate let handle: UnsafeMutablePointer<agentd_spawn_pending>
+
+    fileprivate init(spec: SpawnSpec, arena: CArena) {
+        self.spec = spec
+        self.arena = arena
+        handle = .allocate(capacity: 1)
+        handle.initialize(to: agentd_spawn_pending(pid: -1, pidfd: -1, report_fd: -1, priv: nil))
+    }
+
+    deinit {
+        // Never finished: the child is killed and reaped before the memory
+        // it runs on goes.
+        if handle.pointee.priv != nil {
+            var result = agentd_spawn_result()
+            _ = agentd_spawn_finish(handle, nil, 0, &result)
+        }
+        handle.deallocate()
+    }
+
+    var pid: pid_t { handle.pointee.pid }
+
+    /// Wait on `loop` (no thread blocks) until the child has exec'd, which
+    /// returns its pid and pidfd, or failed, which throws how (the child
+    /// killed and reaped then).
+    func finish(on loop: any EventLoop) async throws(SandboxError) -> (pid: pid_t, pidfd: Int32) {
+        let report = await PipeReading.readToEnd(handle.pointee.report_fd, on: loop, limit: 4096)
+        handle.pointee.report_fd = -1
+        var result = agentd_spawn_result()
+        let rc = withExtendedLifetime((arena, spec.seccomp)) {
+            report.withUnsafeBytes { agentd_spawn_finish(handle, $0.baseAddress ?? UnsafeRawPointer(handle), $0.count, &result) }
+        }
+        guard rc == 0 else { throw Spawner.failure(result, spec) }
+        return (result.pid, result.pidfd)
     }
 }

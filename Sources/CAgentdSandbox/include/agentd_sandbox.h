@@ -124,10 +124,27 @@ struct agentd_spawn_result {
     int err_index;             /* plan step index for AGENTD_STAGE_PLAN           */
 };
 
-/* Clone the sandbox init: returns 0 once the child has exec'd (pid, pidfd
- * filled in), -1 with stage/err filled in when any step failed (the child has
- * then exited and been reaped).  Blocks the calling thread until then. */
-int agentd_spawn(const struct agentd_spawn_config *cfg, struct agentd_spawn_result *res);
+/* Clone the sandbox init without waiting for it to set up, so that no
+ * thread blocks for the ~millisecond that takes: agentd_spawn_begin clones
+ * the child (in user namespace mode it also writes its id maps) and returns
+ * as soon as it runs, with `report_fd`, which the caller now owns and reads
+ * until end-of-file: nothing read means the child has exec'd (the pipe is
+ * close-on-exec); a report means a step failed.  agentd_spawn_finish is then
+ * called once with what was read (`report` NULL: abandon the start, killing
+ * the child).  `cfg` must stay valid and unchanged until then: the child
+ * reads it.  begin returns 0 (pid, pidfd filled in) or -1 with stage/err
+ * (nothing left running); finish returns 0 (pid, pidfd) or -1 with
+ * stage/err, the child killed and reaped and the pidfd closed. */
+struct agentd_spawn_pending {
+    pid_t pid;
+    int pidfd;
+    int report_fd;
+    void *priv; /* the child's stack and context, freed by finish */
+};
+int agentd_spawn_begin(const struct agentd_spawn_config *cfg, struct agentd_spawn_pending *p,
+                       struct agentd_spawn_result *res);
+int agentd_spawn_finish(struct agentd_spawn_pending *p, const void *report, size_t n,
+                        struct agentd_spawn_result *res);
 
 const char *agentd_stage_name(int stage);
 
