@@ -39,10 +39,13 @@ public struct LinuxSandboxConfig: Sendable {
     public var adoptRunning: Bool
     /// Warm shells kept ready (namespaces, cgroup, /proc, /dev, /sys made
     /// ahead of need, see agentd_sandbox.h): a start claims one instead of
-    /// cloning, unless it asks for a user namespace; and as many spare
-    /// roots for the image of the last create (see SpareRoot).  0 turns
-    /// both off.
+    /// cloning, unless it asks for a user namespace.  0 turns them off.
     public var warmPool: Int
+    /// Spare roots kept ready for the image of the last create (see
+    /// SpareRoot): a sandbox directory with its overlay mounted ahead, which
+    /// a create renames and a start (warm or cold) attaches instead of
+    /// mounting.  0 turns them off.
+    public var spareRoots: Int
     /// How long after a start the pools are refilled (see `doStart`).
     public var refillDelay: Duration
     /// Let sandboxed programs make system calls through the 32-bit ABIs
@@ -57,7 +60,8 @@ public struct LinuxSandboxConfig: Sendable {
                 cgroupParent: String = "auto", initBinary: String? = nil,
                 defaultLimits: ResourceLimits = .defaults, userNamespaceBase: UInt32 = 100_000,
                 userNamespaceSize: UInt32 = 65_536, networkNamespacePool: Int = 4, adoptRunning: Bool = true,
-                warmPool: Int = 2, refillDelay: Duration = .milliseconds(20), allow32Bit: Bool = false) {
+                warmPool: Int = 2, spareRoots: Int = 2, refillDelay: Duration = .milliseconds(20),
+                allow32Bit: Bool = false) {
         self.stateDirectory = stateDirectory
         self.runDirectory = runDirectory ?? stateDirectory + "/run"
         self.cgroupDriver = cgroupDriver
@@ -69,6 +73,7 @@ public struct LinuxSandboxConfig: Sendable {
         self.networkNamespacePool = networkNamespacePool
         self.adoptRunning = adoptRunning
         self.warmPool = warmPool
+        self.spareRoots = spareRoots
         self.refillDelay = refillDelay
         self.allow32Bit = allow32Bit
     }
@@ -236,7 +241,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
     private var warmStarts = 0
     private var coldStarts = 0
     /// Sandbox directories with their root mounted ahead (see SpareRoot):
-    /// `warmPool` are kept for the image of the last create, and as many
+    /// `spareRoots` are kept for the image of the last create, and as many
     /// more of other images (the oldest go first); none are tried again
     /// until the next create after one failed.
     private var spareRoots: [SpareRoot] = []
@@ -502,7 +507,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
         // the sandbox's directory exists and is not empty: the files of a
         // sandbox whose record was lost, which it keeps.)
         var prepared: SpareRoot? = nil
-        if !spec.userNamespace, config.warmPool > 0 {
+        if !spec.userNamespace, config.spareRoots > 0 {
             spareImage = imagePath
             spareFailing = false
             if let i = spareRoots.lastIndex(where: { $0.image == imagePath }) {
@@ -1186,7 +1191,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
 
     private func needsSpare() -> Bool {
         guard !closing, !spareFailing, let image = spareImage else { return false }
-        return spareRoots.count { $0.image == image } < config.warmPool
+        return spareRoots.count { $0.image == image } < config.spareRoots
     }
 
     private func nextSpareImage() -> String? { needsSpare() ? spareImage : nil }
@@ -1198,7 +1203,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
             return false
         }
         spareRoots.append(spare)
-        while spareRoots.count > 2 * config.warmPool,
+        while spareRoots.count > 2 * config.spareRoots,
               let i = spareRoots.firstIndex(where: { $0.image != spareImage }) {
             spareRoots.remove(at: i).discard()
             unattachedRootsClosed += 1

@@ -102,7 +102,7 @@ struct SandboxRun: AsyncParsableCommand {
             backend = try await LinuxSandboxBackend.open(
                 config: LinuxSandboxConfig(stateDirectory: state.resolvedStateDir, runDirectory: state.resolvedRunDir,
                                            cgroupDriver: cgroupDriver, networkNamespacePool: 0, warmPool: 0,
-                                           allow32Bit: allow32Bit),
+                                           spareRoots: 0, allow32Bit: allow32Bit),
                 logger: logger)
         } catch let e as SandboxError {
             fail(e.message)

@@ -102,6 +102,7 @@ struct Daemon {
                                        cgroupDriver: cfg.sandbox.cgroupDriver, cgroupParent: cfg.sandbox.cgroupParent,
                                        defaultLimits: defaults, networkNamespacePool: cfg.sandbox.netnsPool,
                                        adoptRunning: cfg.sandbox.adoptRunning, warmPool: cfg.sandbox.warmPool,
+                                       spareRoots: cfg.sandbox.spareRoots,
                                        allow32Bit: cfg.sandbox.allow32Bit),
             logger: logger)
         let info = await backend.info()

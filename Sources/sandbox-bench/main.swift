@@ -4,8 +4,10 @@
 //   swift run -c release sandbox-bench --image-dir DIR [--runs 500] [--concurrent 200] [--warm-pool 2]
 //                                      [--allow-32bit]
 //
-// Two backends run side by side with bubblewrap: agentd as configured by
-// default (a pool of warm shells) and with the pool off (every start cold).
+// Three backends run side by side with bubblewrap: agentd as configured by
+// default (warm shells and spare roots), without warm shells (every start
+// clones; the root's overlay is a spare mounted ahead), and with both pools
+// off (every start clones and mounts everything).
 // Before each timed section (bubblewrap's too) both backends' pool refills
 // are waited for: the figures are those of a start on a host that is not
 // already starting sandboxes back to back (a burst drains the pool; starts
@@ -35,6 +37,7 @@ struct Options {
     /// "default": the Swift runtime's own thread pool.
     var executor = "nio"
     var warmPool = 2
+    var spareRoots = 2
     /// The seccomp filter with the 32-bit ABIs (agentd's `allow_32bit`).
     var allow32Bit = false
 
@@ -52,10 +55,11 @@ struct Options {
             case "--cgroup-driver": o.cgroupDriver = args.popFirst() ?? o.cgroupDriver
             case "--executor": o.executor = args.popFirst() ?? o.executor
             case "--warm-pool": o.warmPool = Int(args.popFirst() ?? "") ?? o.warmPool
+            case "--spare-roots": o.spareRoots = Int(args.popFirst() ?? "") ?? o.spareRoots
             case "--allow-32bit": o.allow32Bit = true
             default:
                 complain("usage: sandbox-bench --image-dir DIR [--runs N] [--concurrent N] [--state-dir DIR] [--run-dir DIR] "
-                         + "[--bwrap PATH] [--cgroup-driver auto|v2|v1|none] [--executor nio|default] [--warm-pool N] [--allow-32bit]")
+                         + "[--bwrap PATH] [--cgroup-driver auto|v2|v1|none] [--executor nio|default] [--warm-pool N] [--spare-roots N] [--allow-32bit]")
                 exit(2)
             }
         }
@@ -145,17 +149,19 @@ struct Bench {
             && NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
         var logger = Logger(label: "bench")
         logger.logLevel = .error
-        func open(_ name: String, warm: Int) async throws -> LinuxSandboxBackend {
+        func open(_ name: String, warm: Int, spares: Int) async throws -> LinuxSandboxBackend {
             try await LinuxSandboxBackend.open(
                 config: LinuxSandboxConfig(stateDirectory: o.stateDir + "/" + name,
                                            runDirectory: (o.runDir.isEmpty ? o.stateDir + "/" + name : o.runDir)
                                                + "/" + name + "/run",
                                            cgroupDriver: o.cgroupDriver, cgroupParent: "agentd-bench-" + name,
-                                           networkNamespacePool: 8, warmPool: warm, allow32Bit: o.allow32Bit),
+                                           networkNamespacePool: 8, warmPool: warm, spareRoots: spares,
+                                           allow32Bit: o.allow32Bit),
                 logger: logger)
         }
-        let backend = try await open("warm", warm: o.warmPool)
-        let coldBackend = try await open("cold", warm: 0)
+        let backend = try await open("warm", warm: o.warmPool, spares: o.spareRoots)
+        let spareBackend = try await open("spare", warm: 0, spares: o.spareRoots)
+        let coldBackend = try await open("cold", warm: 0, spares: 0)
         let spec = SandboxSpec(image: o.imageDir, hostname: "bench",
                                limits: ResourceLimits(memoryBytes: 64 << 20, pids: 64, cpuMillis: 1000))
         let info = await backend.info()
@@ -168,6 +174,7 @@ struct Bench {
         /// the CPUs with one.
         func settle() async {
             await backend.settlePools()
+            await spareBackend.settlePools()
             await coldBackend.settlePools()
         }
 
@@ -187,9 +194,10 @@ struct Bench {
             return Start(total: t3 - t0, create: t1 - t0, start: t2 - t1, exec: t3 - t2, teardown: now() - t3)
         }
 
-        // Warm up all three (page cache, pools).
+        // Warm up all four (page cache, pools).
         for i in 0..<20 {
             _ = try await timedStart(backend, try SandboxID("warmup\(i)"))
+            _ = try await timedStart(spareBackend, try SandboxID("warmup\(i)"))
             _ = try await timedStart(coldBackend, try SandboxID("warmup\(i)"))
             _ = runBwrap(o)
         }
@@ -197,12 +205,19 @@ struct Bench {
         var cold = Samples(), bw = Samples(), create = Samples(), start = Samples(), firstExec = Samples(),
             teardown = Samples()
         var warm = Samples(), warmCreate = Samples(), warmStart = Samples(), warmExec = Samples()
+        var spare = Samples(), spareCreate = Samples(), spareStart = Samples(), spareExec = Samples()
         for i in 0..<o.runs {
             let w = try await timedStart(backend, try SandboxID("w\(i)"))
             warm.add(w.total)
             warmCreate.add(w.create)
             warmStart.add(w.start)
             warmExec.add(w.exec)
+
+            let p = try await timedStart(spareBackend, try SandboxID("s\(i)"))
+            spare.add(p.total)
+            spareCreate.add(p.create)
+            spareStart.add(p.start)
+            spareExec.add(p.exec)
 
             let c = try await timedStart(coldBackend, try SandboxID("c\(i)"))
             cold.add(c.total)
@@ -221,6 +236,7 @@ struct Bench {
         guard counts.warm >= o.runs || o.warmPool == 0 else {
             fatalError("only \(counts.warm) of \(o.runs) starts claimed a warm shell")
         }
+        await spareBackend.close()
         await coldBackend.close()
 
         // exec into one running sandbox
@@ -252,7 +268,11 @@ struct Bench {
         row("&nbsp;&nbsp;create (record; a spare root renamed to the sandbox's)", warmCreate)
         row("&nbsp;&nbsp;start (claim a warm shell: attach the prepared root, move mounts, pivot, seccomp, init)", warmStart)
         row("&nbsp;&nbsp;first exec to exit", warmExec)
-        row("agentd create-to-first-exit of /bin/true, pool off (cold: clone, namespaces, all mounts)", cold)
+        row("agentd create-to-first-exit of /bin/true, no warm shells (clone, namespaces, mounts; the root a spare)", spare)
+        row("&nbsp;&nbsp;create (record; a spare root renamed to the sandbox's)", spareCreate)
+        row("&nbsp;&nbsp;start (cgroup, clone, attach the root, mounts, seccomp, init)", spareStart)
+        row("&nbsp;&nbsp;first exec to exit", spareExec)
+        row("agentd create-to-first-exit of /bin/true, pools off (cold: clone, namespaces, all mounts)", cold)
         row("&nbsp;&nbsp;create (record, directories)", create)
         row("&nbsp;&nbsp;start (cgroup, clone, mounts, seccomp, init)", start)
         row("&nbsp;&nbsp;first exec to exit", firstExec)
@@ -262,7 +282,8 @@ struct Bench {
         row("agentd teardown (stop, cgroup, files; not in the figures above)", teardown)
         print()
         func ratio(_ a: Samples) -> Double { (a.percentile(0.5) / bw.percentile(0.5) * 100).rounded() / 100 }
-        print("ratio agentd p50 / bubblewrap p50: \(ratio(warm)) (warm pool), \(ratio(cold)) (pool off)")
+        print("ratio agentd p50 / bubblewrap p50: \(ratio(warm)) (default), \(ratio(spare)) (no warm shells), "
+              + "\(ratio(cold)) (pools off)")
 
         // Many sandboxes at once: host memory per sandbox.
         if o.concurrent > 0 {

@@ -90,7 +90,7 @@ enum TestEnvironment {
     /// every sandbox is stopped and the test checks that nothing was left:
     /// no cgroup, no mount, no process.
     static func withBackend(
-        driver: String = "auto", pool: Int = 1, warm: Int = 1, allow32Bit: Bool = false,
+        driver: String = "auto", pool: Int = 1, warm: Int = 1, spares: Int? = nil, allow32Bit: Bool = false,
         defaultLimits: ResourceLimits = .defaults,
         _ body: (LinuxSandboxBackend) async throws -> Void
     ) async throws {
@@ -103,19 +103,20 @@ enum TestEnvironment {
         let backend = try await LinuxSandboxBackend.open(
             config: LinuxSandboxConfig(stateDirectory: state, runDirectory: state + "/run", cgroupDriver: driver,
                                        cgroupParent: parent, defaultLimits: defaultLimits,
-                                       networkNamespacePool: pool, warmPool: warm, allow32Bit: allow32Bit),
+                                       networkNamespacePool: pool, warmPool: warm, spareRoots: spares ?? warm,
+                                       allow32Bit: allow32Bit),
             logger: logger)
         // Pools full: with `warm` > 0 the test's first start claims a warm
         // shell, and its first create a spare root (made for the image of
         // the last create: a create of the test image primes them); with 0
         // every start is cold on a root mounted by the start.
         await backend.settlePools()
-        if warm > 0 {
+        if (spares ?? warm) > 0 {
             let primer = try SandboxID("t-primer-\(UInt32.random(in: 0...UInt32.max))")
             try await backend.create(primer, spec: spec)
             try await backend.destroy(primer)
             await backend.settlePools()
-            #expect(await backend.pooledSpareRoots.count == warm, "spare roots were not made")
+            #expect(await backend.pooledSpareRoots.count == spares ?? warm, "spare roots were not made")
         }
         var failure: (any Error)? = nil
         do {

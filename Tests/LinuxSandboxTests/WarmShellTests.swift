@@ -89,7 +89,7 @@ struct WarmShellTests {
         logger.logLevel = .error
         let b = try await LinuxSandboxBackend.open(
             config: LinuxSandboxConfig(stateDirectory: state, cgroupParent: parent, networkNamespacePool: 0,
-                                       warmPool: 3),
+                                       warmPool: 3, spareRoots: 3),
             logger: logger)
         // A create sets the image spare roots are made for.
         let primer = TestEnvironment.id("primer")
@@ -184,7 +184,7 @@ struct WarmShellTests {
         var logger = Logger(label: "test")
         logger.logLevel = .error
         let config = LinuxSandboxConfig(stateDirectory: state, cgroupParent: parent, networkNamespacePool: 0,
-                                        warmPool: 0)
+                                        warmPool: 0, spareRoots: 0)
         let first = try await LinuxSandboxBackend.open(config: config, logger: logger)
         // What a killed agentd leaves: a warm shell's cgroup and socket.
         let cg = try first.cgroups.prepareWarm(".sandbox-leftover")
@@ -258,6 +258,29 @@ struct WarmShellTests {
             // (withBackend expects a warm start with the pool on.)
             await b.settlePools()
             _ = try await b.started(TestEnvironment.id("warm"), TestEnvironment.spec)
+        }
+    }
+
+    /// Spare roots are their own pool: with no warm shells, a create still
+    /// takes one and the (cold) start attaches it; with no spares, a start
+    /// mounts its root.
+    @Test(arguments: [0, 2]) func spareRootsWithoutWarmShells(spares: Int) async throws {
+        try await TestEnvironment.withBackend(warm: 0, spares: spares) { b in
+            let id = TestEnvironment.id()
+            try await b.create(id, spec: TestEnvironment.spec)
+            #expect((await b.preparedRoot(id) != nil) == (spares > 0))
+            try await b.start(id)
+            #expect(await b.startCounts().cold == 1)
+            let rootMount = try await b.sh(id, "grep ' / ' /proc/mounts")
+            #expect(rootMount.contains(" / overlay "), "\(rootMount)")
+            _ = try await b.sh(id, "echo kept > /workspace/f")
+            #expect(try Posix.readFile(b.config.stateDirectory + "/sandboxes/\(id)/upper/workspace/f") == "kept\n")
+            try await b.stop(id)
+            try await b.start(id)
+            #expect(try await b.sh(id, "cat /workspace/f") == "kept\n")
+            await b.settlePools()
+            #expect(await b.pooledSpareRoots.count == spares)
+            #expect(await b.pooledWarmShells.isEmpty)
         }
     }
 
