@@ -160,7 +160,7 @@ struct Bench {
                 logger: logger)
         }
         let backend = try await open("warm", warm: o.warmPool, spares: o.spareRoots)
-        let spareBackend = try await open("spare", warm: 0, spares: o.spareRoots)
+        let spareBackend = try await open("sp", warm: 0, spares: o.spareRoots)
         let coldBackend = try await open("cold", warm: 0, spares: 0)
         let spec = SandboxSpec(image: o.imageDir, hostname: "bench",
                                limits: ResourceLimits(memoryBytes: 64 << 20, pids: 64, cpuMillis: 1000))
