@@ -637,13 +637,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
 
         let runtime = SandboxRuntime(pid: s.pid, pidfd: s.pidfd, channel: InitChannel(fd: s.channel),
                                      startedAt: Date(), limits: limits, cgroup: s.cgroup, image: imagePath)
-        if started == nil {
-            // (A claimed shell's was written while it set up.)
-            Self.writeRuntimeRecord(
-                RuntimeRecord(pid: s.pid, startTime: s.startTime ?? Self.startTime(of: s.pid) ?? 0,
-                              startedAt: runtime.startedAt, limits: limits, cgroup: s.cgroup, image: imagePath),
-                to: runtimeRecordPath(id))
-        }
+        // (The runtime record was written while the sandbox set up.)
         entries[id]?.runtime = runtime
         entries[id]?.paused = false
         watch(id, runtime)
@@ -809,6 +803,14 @@ public actor LinuxSandboxBackend: SandboxBackend {
             // The clone from here, the wait for the child's exec on this
             // task's event loop: no thread hop and no thread blocked.
             let pending = try Spawner.beginSpawn(s)
+            // The runtime record while the child sets up (its start time is
+            // set at the clone): init runs nothing before start() returns.
+            let recordPath = runtimeRecordPath(id)
+            cleanup.append { _ = unlink(recordPath) }
+            Self.writeRuntimeRecord(
+                RuntimeRecord(pid: pending.pid, startTime: Self.startTime(of: pending.pid) ?? 0, startedAt: Date(),
+                              limits: limits, cgroup: id.rawValue, image: imagePath),
+                to: recordPath)
             spawned = try await pending.finish(on: group.any())
         } catch {
             placement.close()
