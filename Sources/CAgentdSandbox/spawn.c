@@ -823,7 +823,8 @@ int agentd_warm_claim_begin(struct agentd_warm *w, const struct agentd_spawn_con
     return 0;
 }
 
-int agentd_warm_claim_finish(struct agentd_warm *w, int abandon, struct agentd_spawn_result *res)
+int agentd_warm_claim_finish(struct agentd_warm *w, int abandon, const void *report, size_t n,
+                             struct agentd_spawn_result *res)
 {
     memset(res, 0, sizeof *res);
     res->pid = -1;
@@ -836,9 +837,16 @@ int agentd_warm_claim_finish(struct agentd_warm *w, int abandon, struct agentd_s
     int failed = 0;
     struct child_report rep;
     ssize_t got;
-    do {
-        got = read(w->report_fd, &rep, sizeof rep);
-    } while (got < 0 && errno == EINTR);
+    if (report) {
+        got = n > sizeof rep ? -1 : (ssize_t)n;
+        if (n == sizeof rep)
+            memcpy(&rep, report, sizeof rep);
+        errno = EPROTO;
+    } else {
+        do {
+            got = read(w->report_fd, &rep, sizeof rep);
+        } while (got < 0 && errno == EINTR);
+    }
     if (got == (ssize_t)sizeof rep) {
         res->stage = rep.stage;
         res->err = rep.err;

@@ -709,8 +709,8 @@ public actor LinuxSandboxBackend: SandboxBackend {
             s.seccomp = claimSeal
             s.ops = MountPlan.claim(imagePath: imagePath, spec: spec, limits: limits,
                                     prepared: prepared.prepared(fd: AGENTD_FD_CLAIMED))
-            // Woken here, on the actor, so that the shell sets up while this
-            // start moves to a thread that may block.
+            // Woken here, on the actor; the shell sets up while this start
+            // does the work below, then waits on its event loop.
             let pending = try Spawner.beginClaim(shell, s, passFD: prepared.fd)
             let pid = shell.pid
             let startTime = shell.startTime
@@ -720,14 +720,12 @@ public actor LinuxSandboxBackend: SandboxBackend {
             // Then the runtime record (on the run directory, a tmpfs: a
             // reboot forgets it, as it should; a plain write: a torn record
             // only means the sandbox is not re-adopted).
-            let spawned = try await NIOThreadPool.singleton.runIfActive {
-                return try pending.finish { () throws(SandboxError) -> String in
-                    let cgroup = try cgroups.claimWarm(shell.cgroup, as: id.rawValue, limits: limits)
-                    let rec = RuntimeRecord(pid: pid, startTime: startTime ?? Self.startTime(of: pid) ?? 0,
-                                            startedAt: Date(), limits: limits, cgroup: cgroup, image: imagePath)
-                    Self.writeRuntimeRecord(rec, to: recordPath)
-                    return cgroup
-                }
+            let spawned = try await pending.finish(on: group.any()) { () throws(SandboxError) -> String in
+                let cgroup = try cgroups.claimWarm(shell.cgroup, as: id.rawValue, limits: limits)
+                let rec = RuntimeRecord(pid: pid, startTime: startTime ?? Self.startTime(of: pid) ?? 0,
+                                        startedAt: Date(), limits: limits, cgroup: cgroup, image: imagePath)
+                Self.writeRuntimeRecord(rec, to: recordPath)
+                return cgroup
             }
             // (A process's start time does not change when it execs: the
             // shell's, read when it was made, is init's.)

@@ -195,7 +195,7 @@ final class InitBinary: Sendable {
 
 /// A claim sent to a warm shell (`Spawner.beginClaim`) whose outcome is not
 /// known yet.  Keeps the claim's C config alive until the shell has exec'd
-/// or failed; `finish` is called once, from a thread that may block.
+/// or failed; `finish` is called once.
 final class PendingClaim: @unchecked Sendable {
     // @unchecked: one owner at a time (the start that made it), and the
     // arena is not touched after the claim was sent.
@@ -209,10 +209,11 @@ final class PendingClaim: @unchecked Sendable {
         self.arena = arena
     }
 
-    /// Run `meanwhile` while the shell sets up, then wait (about half a
-    /// millisecond) for its exec.  When `meanwhile` throws, the shell is
-    /// killed and the error thrown; the shell is spent either way.
-    func finish<T>(meanwhile: () throws(SandboxError) -> T) throws(SandboxError)
+    /// Run `meanwhile` while the shell sets up, then wait on `loop` (no
+    /// thread blocks) for its exec, about half a millisecond.  When
+    /// `meanwhile` throws, the shell is killed and the error thrown; the
+    /// shell is spent either way.
+    func finish<T>(on loop: any EventLoop, meanwhile: () throws(SandboxError) -> T) async throws(SandboxError)
         -> (pid: pid_t, pidfd: Int32, value: T)
     {
         let value: Result<T, SandboxError>
@@ -223,7 +224,27 @@ final class PendingClaim: @unchecked Sendable {
         }
         var result = agentd_spawn_result()
         let abandon: Int32 = if case .failure = value { 1 } else { 0 }
-        let rc = shell.withHandle { w in agentd_warm_claim_finish(&w, abandon, &result) }
+        var report: [UInt8]? = nil
+        if abandon == 0 {
+            let fd = shell.withHandle { w in
+                let fd = w.report_fd
+                w.report_fd = -1
+                return fd
+            }
+            report = await PipeReading.readToEnd(fd, on: loop, limit: 4096)
+        }
+        let rc = withExtendedLifetime(arena) {
+            shell.withHandle { w in
+                if let report {
+                    return report.withUnsafeBytes { r in
+                        // (A non-NULL pointer says "what was read", even when nothing was.)
+                        agentd_warm_claim_finish(&w, 0, r.baseAddress ?? UnsafeRawPointer(bitPattern: 1), r.count,
+                                                 &result)
+                    }
+                }
+                return agentd_warm_claim_finish(&w, abandon, nil, 0, &result)
+            }
+        }
         switch value {
         case .failure(let e): throw e
         case .success(let v):

@@ -162,6 +162,32 @@ struct WarmShellTests {
         }
     }
 
+    /// A shell that fails while it sets up its claim (here: the working
+    /// directory is a file) is spent and the start goes cold, which fails
+    /// the same way: a clear error, and nothing of either attempt is left.
+    @Test func aClaimThatFailsInTheShellIsAClearErrorAndLeavesNothing() async throws {
+        try await TestEnvironment.withBackend(warm: 1) { b in
+            let shells = await b.pooledWarmShells
+            try #require(shells.count == 1)
+            var spec = TestEnvironment.spec
+            spec.workdir = "/bin/busybox"
+            let id = TestEnvironment.id()
+            try await b.create(id, spec: spec)
+            var thrown: SandboxError? = nil
+            do { try await b.start(id) } catch { thrown = error as? SandboxError }
+            #expect(thrown?.stage?.hasPrefix("chdir") == true, "\(String(describing: thrown))")
+            #expect(thrown?.errno == ENOTDIR, "\(String(describing: thrown))")
+            #expect(!Self.alive(shells[0].pid), "the failed shell was left running")
+            #expect(!b.cgroups.existing().contains(shells[0].cgroup))
+            #expect(try await b.status(id).state != .running)
+            try await b.destroy(id)
+            // The pool refills and the next start is warm.
+            await b.settlePools()
+            _ = try await b.started(TestEnvironment.id("next"), TestEnvironment.spec)
+            #expect(await b.startCounts().warm == 1)
+        }
+    }
+
     @Test func userNamespaceModeStartsCold() async throws {
         try await TestEnvironment.withBackend(warm: 1) { b in
             var spec = TestEnvironment.spec

@@ -182,13 +182,17 @@ int agentd_warm_start(const struct agentd_spawn_config *cfg, struct agentd_warm 
  * work while the shell sets up (cfg must stay valid until the second).
  * `pass_fd` >= 0 goes to the shell with the claim; plan steps name it
  * AGENTD_FD_CLAIMED (the session's root as a detached mount).
- * begin wakes the shell (-1: it had died; `w` is spent); finish waits until
+ * begin wakes the shell (-1: it had died; `w` is spent); finish learns that
  * init has exec'd: 0 with res->pid and res->pidfd, -1 with stage/err when
  * the shell failed, or when `abandon` is set (it is then killed and reaped).
+ * It reads w->report_fd to its end itself (blocking) when `report` is NULL;
+ * a caller that waits without blocking takes report_fd (setting it to -1),
+ * reads it to its end and passes what it read (`n` 0: end-of-file at once).
  * Either way `w` is spent after finish. */
 int agentd_warm_claim_begin(struct agentd_warm *w, const struct agentd_spawn_config *cfg, int pass_fd,
                             struct agentd_spawn_result *res);
-int agentd_warm_claim_finish(struct agentd_warm *w, int abandon, struct agentd_spawn_result *res);
+int agentd_warm_claim_finish(struct agentd_warm *w, int abandon, const void *report, size_t n,
+                             struct agentd_spawn_result *res);
 
 /* Let an unclaimed shell go: it exits, is reaped, `w` is spent. */
 void agentd_warm_release(struct agentd_warm *w);
