@@ -520,20 +520,52 @@ final class TrackedProcess: ExecProcess {
 
     init(inner: any ExecProcess, onEnd: @escaping @Sendable () async -> Void) {
         self.inner = inner
-        let source = inner.events
-        events = AsyncThrowingStream { continuation in
-            let task = Task {
-                do {
-                    for try await e in source { continuation.yield(e) }
-                    continuation.finish()
-                } catch {
-                    continuation.finish(throwing: error)
+        // Pulled through, event by event, so that the inner stream's
+        // backpressure reaches the consumer (a relay task would buffer
+        // without bound).
+        let relay = Relay(source: inner.events, onEnd: onEnd)
+        events = AsyncThrowingStream(unfolding: { try await relay.next() })
+    }
+
+    /// Pulls from the inner stream for one consumer; calls `onEnd` once, at
+    /// the end or when dropped before it.
+    private final class Relay: @unchecked Sendable {
+        // @unchecked: one consumer calls next() at a time (an async stream
+        // has one iterator); `ended` is only touched there and in deinit.
+        private var iterator: AsyncThrowingStream<ExecEvent, any Error>.AsyncIterator
+        private let onEnd: @Sendable () async -> Void
+        private var ended = false
+
+        init(source: AsyncThrowingStream<ExecEvent, any Error>, onEnd: @escaping @Sendable () async -> Void) {
+            iterator = source.makeAsyncIterator()
+            self.onEnd = onEnd
+        }
+
+        func next() async throws -> ExecEvent? {
+            guard !ended else { return nil }
+            // (Nothing follows the exit but the end.)
+            do {
+                if let e = try await iterator.next() {
+                    // The exit is the last event: the end is marked before
+                    // the consumer sees it.
+                    if case .exit = e {
+                        ended = true
+                        await onEnd()
+                    }
+                    return e
                 }
+                ended = true
                 await onEnd()
+                return nil
+            } catch {
+                ended = true
+                await onEnd()
+                throw error
             }
-            continuation.onTermination = { reason in
-                if case .cancelled = reason { task.cancel() }
-            }
+        }
+
+        deinit {
+            if !ended { Task { [onEnd] in await onEnd() } }
         }
     }
 

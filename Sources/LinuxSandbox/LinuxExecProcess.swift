@@ -10,7 +10,9 @@ import Glibc
 /// A command started by a sandbox's init.  Its stdout, stderr and status
 /// pipes are read on one SwiftNIO event loop by plain channel handlers (no
 /// task per pipe, nothing awaited to set them up); the events stream ends
-/// with one `.exit`, after the command's output.
+/// with one `.exit`, after the command's output.  The stream is pulled: a
+/// consumer slower than the command stops the reading (see ExecEventBuffer),
+/// and one that goes away (cancelled, or the stream dropped) kills it.
 final class LinuxExecProcess: ExecProcess {
     let events: AsyncThrowingStream<ExecEvent, any Error>
     private let channel: InitChannel
@@ -32,15 +34,20 @@ final class LinuxExecProcess: ExecProcess {
          commandName: String, cwd: String, group: any EventLoopGroup) async {
         self.channel = channel
         self.id = id
-        let (stream, continuation) = AsyncThrowingStream<ExecEvent, any Error>.makeStream()
-        self.events = stream
         // The caller's loop when it runs on one (agentd runs Swift
         // concurrency on NIO's loops): the stream's consumer is woken
         // there, with no hop to another thread.
         let loop = group.any()
-        let pump = ExecPump(loop: loop, continuation: continuation, channel: channel, id: id,
-                            commandName: commandName, cwd: cwd)
+        let buffer = ExecEventBuffer()
+        let pump = ExecPump(loop: loop, buffer: buffer, channel: channel, id: id, commandName: commandName, cwd: cwd)
+        // (Weak: the pump lives while its channels do; the buffer outlives it.)
+        buffer.resumeReading = { [weak pump] in loop.execute { pump?.resumeReading() } }
         pump.begin(pipes: pipes, timeout: timeout)
+        // Killed when the consumer goes away before the end: cancelled while
+        // it waits, or the stream dropped.
+        let kill: @Sendable () -> Void = { try? channel.signal(id: id, signal: SIGKILL) }
+        let consumer = ExecConsumer(buffer: buffer, kill: kill)
+        self.events = AsyncThrowingStream(unfolding: { try await consumer.next() })
 
         var stdinChannel: (any Channel)? = nil
         if pipes.stdin >= 0 {
@@ -59,11 +66,6 @@ final class LinuxExecProcess: ExecProcess {
             }
         } else if !interactive, let ch = stdinChannel {
             ch.close(promise: nil)
-        }
-
-        // A consumer that goes away takes the command with it.
-        continuation.onTermination = { reason in
-            if case .cancelled = reason { try? channel.signal(id: id, signal: SIGKILL) }
         }
     }
 
@@ -95,6 +97,8 @@ final class LinuxExecProcess: ExecProcess {
 private final class ExecPump: Sendable {
     private struct State: Sendable {
         var openOutputs = 2
+        var outputs: [any Channel] = []
+        var paused = false
         var record: [UInt8] = []
         var statusClosed = false
         var finished = false
@@ -105,7 +109,7 @@ private final class ExecPump: Sendable {
 
     let loop: any EventLoop
     private let state: NIOLoopBoundBox<State>
-    private let continuation: AsyncThrowingStream<ExecEvent, any Error>.Continuation
+    private let buffer: ExecEventBuffer
     private let channel: InitChannel
     private let id: UInt64
     private let commandName: String
@@ -113,11 +117,11 @@ private final class ExecPump: Sendable {
     private let started = Posix.monotonicNanos()
     private let timedOut = Flag()
 
-    init(loop: any EventLoop, continuation: AsyncThrowingStream<ExecEvent, any Error>.Continuation,
-         channel: InitChannel, id: UInt64, commandName: String, cwd: String) {
+    init(loop: any EventLoop, buffer: ExecEventBuffer, channel: InitChannel, id: UInt64, commandName: String,
+         cwd: String) {
         self.loop = loop
         self.state = NIOLoopBoundBox.makeBoxSendingValue(State(), as: State.self, eventLoop: loop)
-        self.continuation = continuation
+        self.buffer = buffer
         self.channel = channel
         self.id = id
         self.commandName = commandName
@@ -136,13 +140,31 @@ private final class ExecPump: Sendable {
                     try? self.channel.signal(id: self.id, signal: SIGKILL)
                 }
             }
-            self.read(pipes.stdout, onChunk: { self.continuation.yield(.stdout($0)) }, onEnd: { self.outputEnded() })
-            self.read(pipes.stderr, onChunk: { self.continuation.yield(.stderr($0)) }, onEnd: { self.outputEnded() })
-            self.read(pipes.status, onChunk: { self.state.value.record += $0 }, onEnd: { self.statusClosed() })
+            self.read(pipes.stdout, output: true, onChunk: { self.output(.stdout($0)) }, onEnd: { self.outputEnded() })
+            self.read(pipes.stderr, output: true, onChunk: { self.output(.stderr($0)) }, onEnd: { self.outputEnded() })
+            self.read(pipes.status, output: false, onChunk: { self.state.value.record += $0 },
+                      onEnd: { self.statusClosed() })
         }
     }
 
-    private func read(_ fd: Int32, onChunk: @escaping ([UInt8]) -> Void, onEnd: @escaping () -> Void) {
+    /// Hand output to the consumer; past the high-water mark, stop reading
+    /// the command's output until the consumer has caught up.
+    private func output(_ event: ExecEvent) {
+        guard buffer.push(event) else { return }
+        state.value.paused = true
+        for ch in state.value.outputs { ch.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in } }
+    }
+
+    /// The consumer caught up (called on the loop).
+    func resumeReading() {
+        guard state.value.paused else { return }
+        state.value.paused = false
+        for ch in state.value.outputs where ch.isActive {
+            ch.setOption(ChannelOptions.autoRead, value: true).whenSuccess { ch.read() }
+        }
+    }
+
+    private func read(_ fd: Int32, output: Bool, onChunk: @escaping ([UInt8]) -> Void, onEnd: @escaping () -> Void) {
         let handlers = NIOLoopBound((onChunk, onEnd), eventLoop: loop)
         NIOPipeBootstrap(group: loop)
             .channelInitializer { ch in
@@ -155,7 +177,17 @@ private final class ExecPump: Sendable {
             .whenComplete { result in
                 switch result {
                 case .success(let ch):
-                    if self.state.value.finished { ch.close(promise: nil) } else { self.state.value.channels.append(ch) }
+                    if self.state.value.finished {
+                        ch.close(promise: nil)
+                    } else {
+                        self.state.value.channels.append(ch)
+                        if output {
+                            self.state.value.outputs.append(ch)
+                            if self.state.value.paused {
+                                ch.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
+                            }
+                        }
+                    }
                 case .failure:
                     Posix.close(fd)
                     handlers.value.1()
@@ -186,6 +218,7 @@ private final class ExecPump: Sendable {
         state.value.grace?.cancel()
         for ch in state.value.channels where ch.isActive { ch.close(promise: nil) }
         state.value.channels = []
+        state.value.outputs = []
         let ms = Double(Posix.monotonicNanos() - started) / 1e6
         let record = state.value.record
         guard record.count >= MemoryLayout<agentd_exec_status>.size,
@@ -193,8 +226,7 @@ private final class ExecPump: Sendable {
               st.magic == AGENTD_INIT_MAGIC
         else {
             // init went away (the sandbox was stopped): the command died with it.
-            continuation.yield(.exit(ExitStatus(code: nil, signal: SIGKILL, timedOut: timedOut.isSet, durationMs: ms)))
-            continuation.finish()
+            buffer.finish(with: .exit(ExitStatus(code: nil, signal: SIGKILL, timedOut: timedOut.isSet, durationMs: ms)))
             return
         }
         if st.outcome == Int32(AGENTD_EXEC_FAILED.rawValue) {
@@ -202,14 +234,146 @@ private final class ExecPump: Sendable {
             let kind: SandboxError.Kind = (st.err == ENOENT || st.err == ENOTDIR) ? .notFound : .invalidArgument
             let message = st.stage == 1 ? "working directory \(cwd): \(reason)"
                 : "command \(commandName) could not be started: \(reason)"
-            continuation.finish(throwing: SandboxError(
+            buffer.finish(throwing: SandboxError(
                 kind, message, field: st.stage == 1 ? "cwd" : "command", stage: "exec", errno: st.err))
         } else {
-            continuation.yield(.exit(ExitStatus(
+            buffer.finish(with: .exit(ExitStatus(
                 code: st.signal == 0 ? st.code : nil, signal: st.signal == 0 ? nil : st.signal,
                 timedOut: timedOut.isSet, durationMs: ms)))
-            continuation.finish()
         }
+    }
+}
+
+/// The events of one command between the reader (on its event loop) and
+/// the consumer, with backpressure: when more than `highWater` bytes of
+/// output wait, the reader stops reading the command's pipes (which fill,
+/// and the command blocks writing) until the consumer has taken them below
+/// `lowWater`.  One consumer.
+final class ExecEventBuffer: Sendable {
+    static let highWater = 4 << 20
+    static let lowWater = 1 << 20
+
+    private struct State {
+        var queue: [ExecEvent] = []
+        var head = 0
+        var bytes = 0
+        var end: Result<Void, SandboxError>? = nil
+        var paused = false
+        var waiter: CheckedContinuation<Void, Never>? = nil
+    }
+
+    private let state = Mutex(State())
+    /// Asks the reader to read again.  Set once, before the reading starts
+    /// (the reader and this buffer refer to each other), hence unsafe.
+    nonisolated(unsafe) var resumeReading: @Sendable () -> Void = {}
+
+    /// Queue output; true when the reader should pause.
+    func push(_ event: ExecEvent) -> Bool {
+        let size: Int
+        switch event {
+        case .stdout(let b), .stderr(let b): size = b.count
+        case .exit: size = 0
+        }
+        let (pause, waiter) = state.withLock { s -> (Bool, CheckedContinuation<Void, Never>?) in
+            s.queue.append(event)
+            s.bytes += size
+            let pause = !s.paused && s.bytes > Self.highWater
+            if pause { s.paused = true }
+            let w = s.waiter
+            s.waiter = nil
+            return (pause, w)
+        }
+        waiter?.resume()
+        return pause
+    }
+
+    /// The last event (the exit), then the end.
+    func finish(with event: ExecEvent) {
+        _ = push(event)
+        end(.success(()))
+    }
+
+    func finish(throwing error: SandboxError) {
+        end(.failure(error))
+    }
+
+    private func end(_ result: Result<Void, SandboxError>) {
+        let waiter = state.withLock { s -> CheckedContinuation<Void, Never>? in
+            if s.end == nil { s.end = result }
+            let w = s.waiter
+            s.waiter = nil
+            return w
+        }
+        waiter?.resume()
+    }
+
+    var ended: Bool { state.withLock { $0.end != nil && $0.head == $0.queue.count } }
+
+    private enum Next { case event(ExecEvent, resume: Bool), end(Result<Void, SandboxError>), wait }
+
+    /// The next event, nil at the end; waits for one.  `onCancel` runs when
+    /// the consumer's task is cancelled while it waits.
+    func next(onCancel: @escaping @Sendable () -> Void) async throws -> ExecEvent? {
+        while true {
+            let next = state.withLock { s -> Next in
+                if s.head < s.queue.count {
+                    let e = s.queue[s.head]
+                    s.head += 1
+                    if s.head > 64 && s.head * 2 > s.queue.count {
+                        s.queue.removeFirst(s.head)
+                        s.head = 0
+                    }
+                    if case .stdout(let b) = e { s.bytes -= b.count }
+                    if case .stderr(let b) = e { s.bytes -= b.count }
+                    let resume = s.paused && s.bytes < Self.lowWater
+                    if resume { s.paused = false }
+                    return .event(e, resume: resume)
+                }
+                if let end = s.end { return .end(end) }
+                return .wait
+            }
+            switch next {
+            case .event(let e, let resume):
+                if resume { resumeReading() }
+                return e
+            case .end(.success): return nil
+            case .end(.failure(let error)): throw error
+            case .wait:
+                await withTaskCancellationHandler {
+                    await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                        let ready = state.withLock { s -> Bool in
+                            if s.head < s.queue.count || s.end != nil { return true }
+                            s.waiter = c
+                            return false
+                        }
+                        if ready { c.resume() }
+                    }
+                } onCancel: {
+                    onCancel()
+                }
+            }
+        }
+    }
+}
+
+/// The consumer's side of an ExecEventBuffer: the command is killed when
+/// the consumer goes away before the end (its task cancelled while it
+/// waits, or the stream dropped unfinished).
+private final class ExecConsumer: Sendable {
+    let buffer: ExecEventBuffer
+    let kill: @Sendable () -> Void
+
+    init(buffer: ExecEventBuffer, kill: @escaping @Sendable () -> Void) {
+        self.buffer = buffer
+        self.kill = kill
+    }
+
+    func next() async throws -> ExecEvent? {
+        try await buffer.next(onCancel: kill)
+    }
+
+    deinit {
+        if !buffer.ended { kill() }
     }
 }
 

@@ -61,6 +61,27 @@ struct ExecAndFilesTests {
         }
     }
 
+    /// A consumer slower than the command holds it back instead of the
+    /// daemon buffering its output: with nothing read, a command writing
+    /// 40 MB is still writing a second later; read, all of it arrives.
+    @Test func outputIsHeldBackForASlowConsumer() async throws {
+        try await TestEnvironment.withBackend { b in
+            let id = try await b.started(TestEnvironment.id(), TestEnvironment.spec)
+            let p = try await b.exec(id, ExecRequest(command: .shell("head -c 40000000 /dev/zero; echo done > /tmp/done")))
+            var iterator = p.events.makeAsyncIterator()
+            var total = 0
+            if case .stdout(let first) = try await iterator.next() { total += first.count }
+            try await Task.sleep(for: .seconds(1))
+            #expect(try await b.sh(id, "test -e /tmp/done && echo finished || echo writing") == "writing\n")
+            while let e = try await iterator.next() {
+                if case .stdout(let bytes) = e { total += bytes.count }
+                if case .exit(let st) = e { #expect(st.code == 0) }
+            }
+            #expect(total == 40_000_000)
+            #expect(try await b.sh(id, "cat /tmp/done") == "done\n")
+        }
+    }
+
     @Test func interactiveStdin() async throws {
         try await TestEnvironment.withBackend { b in
             let id = try await b.started(TestEnvironment.id(), TestEnvironment.spec)
