@@ -307,14 +307,28 @@ final class ExecEventBuffer: Sendable {
         waiter?.resume()
     }
 
+    /// Wake a waiting consumer (it was cancelled).
+    private func wake() {
+        let waiter = state.withLock { s -> CheckedContinuation<Void, Never>? in
+            let w = s.waiter
+            s.waiter = nil
+            return w
+        }
+        waiter?.resume()
+    }
+
     var ended: Bool { state.withLock { $0.end != nil && $0.head == $0.queue.count } }
 
     private enum Next { case event(ExecEvent, resume: Bool), end(Result<Void, SandboxError>), wait }
 
-    /// The next event, nil at the end; waits for one.  `onCancel` runs when
-    /// the consumer's task is cancelled while it waits.
+    /// The next event, nil at the end; waits for one.  A cancelled consumer
+    /// gets nil at once, as from any async stream, and `onCancel` runs.
     func next(onCancel: @escaping @Sendable () -> Void) async throws -> ExecEvent? {
         while true {
+            if Task.isCancelled {
+                onCancel()
+                return nil
+            }
             let next = state.withLock { s -> Next in
                 if s.head < s.queue.count {
                     let e = s.queue[s.head]
@@ -342,7 +356,8 @@ final class ExecEventBuffer: Sendable {
                 await withTaskCancellationHandler {
                     await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
                         let ready = state.withLock { s -> Bool in
-                            if s.head < s.queue.count || s.end != nil { return true }
+                            // (A cancel before this finds no waiter to wake.)
+                            if s.head < s.queue.count || s.end != nil || Task.isCancelled { return true }
                             s.waiter = c
                             return false
                         }
@@ -350,6 +365,7 @@ final class ExecEventBuffer: Sendable {
                     }
                 } onCancel: {
                     onCancel()
+                    wake()
                 }
             }
         }
