@@ -421,20 +421,26 @@ struct cold_child {
     void *stack;
 };
 
+/* SIGKILL a child that has not exec'd (through its pidfd when there is
+ * one), reap it, and close the pidfd. */
+static void kill_and_reap(pid_t pid, int *pidfd)
+{
+    if (*pidfd >= 0)
+        syscall(SYS_pidfd_send_signal, *pidfd, SIGKILL, NULL, 0);
+    int status;
+    while (waitpid(pid, &status, __WALL) < 0 && errno == EINTR) {
+    }
+    if (*pidfd >= 0)
+        close(*pidfd);
+    *pidfd = -1;
+}
+
 /* Kill and reap a child (if it is still there) and free what it used. */
 static void cold_release(struct agentd_spawn_pending *p, int kill_child)
 {
     struct cold_child *cc = p->priv;
-    if (kill_child) {
-        if (p->pidfd >= 0)
-            syscall(SYS_pidfd_send_signal, p->pidfd, SIGKILL, NULL, 0);
-        int status;
-        while (waitpid(p->pid, &status, __WALL) < 0 && errno == EINTR) {
-        }
-        if (p->pidfd >= 0)
-            close(p->pidfd);
-        p->pidfd = -1;
-    }
+    if (kill_child)
+        kill_and_reap(p->pid, &p->pidfd);
     munmap(cc->stack, CHILD_STACK);
     free(cc);
     p->priv = NULL;
@@ -697,15 +703,8 @@ static void warm_spend(struct agentd_warm *w, int kill)
         close(w->claim_fd);
     if (w->report_fd >= 0)
         close(w->report_fd);
-    if (kill && w->pid > 0) {
-        if (w->pidfd >= 0)
-            syscall(SYS_pidfd_send_signal, w->pidfd, SIGKILL, NULL, 0);
-        int status;
-        while (waitpid(w->pid, &status, __WALL) < 0 && errno == EINTR) {
-        }
-        if (w->pidfd >= 0)
-            close(w->pidfd);
-    }
+    if (kill && w->pid > 0)
+        kill_and_reap(w->pid, &w->pidfd);
     /* Only now that the child has exec'd or is reaped: it ran on these. */
     if (w->stack)
         munmap(w->stack, CHILD_STACK);

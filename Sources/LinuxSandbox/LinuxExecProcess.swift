@@ -98,7 +98,6 @@ private final class ExecPump: Sendable {
     private struct State: Sendable {
         var openOutputs = 2
         var outputs: [any Channel] = []
-        var paused = false
         var record: [UInt8] = []
         var statusClosed = false
         var finished = false
@@ -151,14 +150,13 @@ private final class ExecPump: Sendable {
     /// the command's output until the consumer has caught up.
     private func output(_ event: ExecEvent) {
         guard buffer.push(event) else { return }
-        state.value.paused = true
         for ch in state.value.outputs { ch.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in } }
     }
 
-    /// The consumer caught up (called on the loop).
+    /// The consumer caught up (called on the loop; the buffer says whether
+    /// reading is paused).
     func resumeReading() {
-        guard state.value.paused else { return }
-        state.value.paused = false
+        guard !buffer.isPaused else { return }
         for ch in state.value.outputs where ch.isActive {
             ch.setOption(ChannelOptions.autoRead, value: true).whenSuccess { ch.read() }
         }
@@ -183,7 +181,7 @@ private final class ExecPump: Sendable {
                         self.state.value.channels.append(ch)
                         if output {
                             self.state.value.outputs.append(ch)
-                            if self.state.value.paused {
+                            if self.buffer.isPaused {
                                 ch.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
                             }
                         }
@@ -317,6 +315,8 @@ final class ExecEventBuffer: Sendable {
         waiter?.resume()
     }
 
+    var isPaused: Bool { state.withLock { $0.paused } }
+
     var ended: Bool { state.withLock { $0.end != nil && $0.head == $0.queue.count } }
 
     private enum Next { case event(ExecEvent, resume: Bool), end(Result<Void, SandboxError>), wait }
@@ -448,6 +448,15 @@ enum PipeReading {
                 Posix.close(fd)
             }
         return (try? await promise.futureResult.get()) ?? []
+    }
+
+    /// `bytes` as the (pointer, count) of what was read from a report pipe,
+    /// the pointer non-NULL even when nothing was (the C side reads NULL as
+    /// "not read": abandon).
+    static func withReport<R>(_ bytes: [UInt8], _ body: (UnsafeRawPointer, Int) -> R) -> R {
+        bytes.withUnsafeBytes { r in
+            withUnsafePointer(to: 0) { zero in body(r.baseAddress ?? UnsafeRawPointer(zero), r.count) }
+        }
     }
 
     private final class ByteBox {

@@ -600,7 +600,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
         entries[id]?.preparedRoot = nil
         defer { if let p = prepared { Posix.close(p.fd) } }
 
-        var started: (pid: pid_t, pidfd: Int32, channel: Int32, cgroup: String, startTime: UInt64?)? = nil
+        var started: (pid: pid_t, pidfd: Int32, channel: Int32, cgroup: String)? = nil
         warmFailing = false
         // A warm shell can only attach its root (its namespace has no host
         // paths): without a spare's, the overlay is mounted detached here.
@@ -618,7 +618,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
                 prepared = nil
             }
         }
-        let s: (pid: pid_t, pidfd: Int32, channel: Int32, cgroup: String, startTime: UInt64?)
+        let s: (pid: pid_t, pidfd: Int32, channel: Int32, cgroup: String)
         if let started {
             s = started
             warmStarts += 1
@@ -685,7 +685,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
     /// shell sets up.
     private func claim(_ shell: WarmShell, id: SandboxID, spec: SandboxSpec, limits: ResourceLimits,
                        imagePath: String, prepared: SpareRoot) async
-        -> (pid: pid_t, pidfd: Int32, channel: Int32, cgroup: String, startTime: UInt64?)?
+        -> (pid: pid_t, pidfd: Int32, channel: Int32, cgroup: String)?
     {
         let socket = socketPath(id)
         let recordPath = runtimeRecordPath(id)
@@ -713,6 +713,8 @@ public actor LinuxSandboxBackend: SandboxBackend {
             // does the work below, then waits on its event loop.
             let pending = try Spawner.beginClaim(shell, s, passFD: prepared.fd)
             let pid = shell.pid
+            // (A process's start time does not change when it execs: the
+            // shell's, read when it was made, is init's.)
             let startTime = shell.startTime
             // The cgroup gets the session's limits (and on v1 its name) while
             // the shell mounts its root: init runs no command of the session
@@ -727,9 +729,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
                 Self.writeRuntimeRecord(rec, to: recordPath)
                 return cgroup
             }
-            // (A process's start time does not change when it execs: the
-            // shell's, read when it was made, is init's.)
-            return (spawned.pid, spawned.pidfd, shell.channelFD, spawned.value, startTime)
+            return (spawned.pid, spawned.pidfd, shell.channelFD, spawned.value)
         } catch {
             discard("\(error)")
             return nil
@@ -746,7 +746,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
 
     private func coldStart(_ id: SandboxID, spec: SandboxSpec, limits: ResourceLimits, imagePath: String,
                            layout l: SandboxLayout, prepared: SpareRoot?) async throws
-        -> (pid: pid_t, pidfd: Int32, channel: Int32, cgroup: String, startTime: UInt64?)
+        -> (pid: pid_t, pidfd: Int32, channel: Int32, cgroup: String)
     {
         var lowerTree: Int32? = nil
         if spec.userNamespace { lowerTree = try idmappedImage(imagePath) }
@@ -818,7 +818,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
         }
         placement.close()
         [listenFD, pair.initEnd, netns].forEach(Posix.close)
-        return (spawned.pid, spawned.pidfd, pair.agentd, id.rawValue, nil)
+        return (spawned.pid, spawned.pidfd, pair.agentd, id.rawValue)
     }
 
     private func watch(_ id: SandboxID, _ runtime: SandboxRuntime) {

@@ -236,11 +236,7 @@ final class PendingClaim: @unchecked Sendable {
         let rc = withExtendedLifetime(arena) {
             shell.withHandle { w in
                 if let report {
-                    return report.withUnsafeBytes { r in
-                        // (A non-NULL pointer says "what was read", even when nothing was.)
-                        agentd_warm_claim_finish(&w, 0, r.baseAddress ?? UnsafeRawPointer(bitPattern: 1), r.count,
-                                                 &result)
-                    }
+                    return PipeReading.withReport(report) { agentd_warm_claim_finish(&w, 0, $0, $1, &result) }
                 }
                 return agentd_warm_claim_finish(&w, abandon, nil, 0, &result)
             }
@@ -290,7 +286,7 @@ final class PendingSpawn: @unchecked Sendable {
         handle.pointee.report_fd = -1
         var result = agentd_spawn_result()
         let rc = withExtendedLifetime((arena, spec.seccomp)) {
-            report.withUnsafeBytes { agentd_spawn_finish(handle, $0.baseAddress ?? UnsafeRawPointer(handle), $0.count, &result) }
+            PipeReading.withReport(report) { agentd_spawn_finish(handle, $0, $1, &result) }
         }
         guard rc == 0 else { throw Spawner.failure(result, spec) }
         return (result.pid, result.pidfd)

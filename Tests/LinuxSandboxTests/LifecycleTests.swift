@@ -45,18 +45,24 @@ struct LifecycleTests {
         }
     }
 
+    /// The daemon's hard limit on open files, and defaults asking for more.
+    private func openFilesSetting() -> (limit: Int, defaults: ResourceLimits) {
+        var hard = rlimit()
+        #expect(getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &hard) == 0)
+        let limit = Int(clamping: hard.rlim_max)
+        #expect(limit < 1_048_576, "the test needs a hard limit on open files below the largest valid request")
+        var defaults = ResourceLimits.defaults
+        defaults.openFiles = 1_048_576
+        return (limit, defaults)
+    }
+
     /// More open files than the daemon's hard limit can only be given with
     /// CAP_SYS_RESOURCE in the host's user namespace: asked for, it is a
     /// clear error at create (not an EPERM from the sandbox's setup at
     /// start); as a default, it is lowered to the hard limit.
     @Test func openFilesBeyondTheHostsLimit() async throws {
-        var hard = rlimit()
-        #expect(getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &hard) == 0)
-        let limit = Int(clamping: hard.rlim_max)
+        let (limit, defaults) = openFilesSetting()
         let canRaise = LinuxSandboxBackend.hasEffectiveCapability(24)
-        #expect(limit < 1_048_576, "the test needs a hard limit on open files below the largest valid request")
-        var defaults = ResourceLimits.defaults
-        defaults.openFiles = 1_048_576
         try await TestEnvironment.withBackend(warm: 0, defaultLimits: defaults) { b in
             var asked = TestEnvironment.spec
             asked.limits.openFiles = limit + 1
@@ -78,12 +84,7 @@ struct LifecycleTests {
     /// In a user namespace the sandbox never holds CAP_SYS_RESOURCE over
     /// the host's limits: the same, whatever the daemon holds.
     @Test func openFilesBeyondTheHostsLimitInUserNamespaceMode() async throws {
-        var hard = rlimit()
-        #expect(getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &hard) == 0)
-        let limit = Int(clamping: hard.rlim_max)
-        #expect(limit < 1_048_576, "the test needs a hard limit on open files below the largest valid request")
-        var defaults = ResourceLimits.defaults
-        defaults.openFiles = 1_048_576
+        let (limit, defaults) = openFilesSetting()
         try await TestEnvironment.withBackend(warm: 0, defaultLimits: defaults) { b in
             var asked = TestEnvironment.spec
             asked.userNamespace = true
