@@ -403,6 +403,8 @@ final class CgroupV1Driver: CgroupDriver {
     private let roots: [String: String]
     /// The distinct hierarchy directories (cpu and cpuacct may share one).
     private let hierarchies: [String]
+    /// Swap is accounted: every memory cgroup has memory.memsw.* files.
+    private let hasMemsw: Bool
 
     init(mounts: [String: String], parent: String) throws(SandboxError) {
         guard CgroupDetection.validParent(parent) else {
@@ -413,6 +415,7 @@ final class CgroupV1Driver: CgroupDriver {
             if let m = mounts[c] { roots[c] = m + "/" + parent }
         }
         self.roots = roots
+        hasMemsw = mounts["memory"].map { Posix.exists($0 + "/memory.memsw.limit_in_bytes") } ?? false
         hierarchies = Array(Set(roots.values)).sorted()
         for h in hierarchies {
             try Posix.makeDirectories(h)
@@ -519,7 +522,7 @@ final class CgroupV1Driver: CgroupDriver {
         do {
             if let d = dir("memory", name), let m = limits.memoryBytes {
                 try Posix.writeFile(d + "/memory.limit_in_bytes", String(m))
-                if Posix.exists(d + "/memory.memsw.limit_in_bytes") {
+                if hasMemsw {
                     try Posix.writeFile(d + "/memory.memsw.limit_in_bytes", String(m + (limits.swapBytes ?? 0)))
                 } else if (limits.swapBytes ?? 0) == 0 {
                     // Without swap accounting, keep the cgroup from swapping at all.
@@ -527,8 +530,9 @@ final class CgroupV1Driver: CgroupDriver {
                 }
             }
             if let d = dir("pids", name), let p = limits.pids { try Posix.writeFile(d + "/pids.max", String(p)) }
+            // (The quota is per 100 ms, cpu.cfs_period_us's default in a
+            // new cgroup, and all of ours are.)
             if let d = dir("cpu", name), let c = limits.cpuMillis {
-                try Posix.writeFile(d + "/cpu.cfs_period_us", "100000")
                 try Posix.writeFile(d + "/cpu.cfs_quota_us", String(c * 100))
             }
         }
