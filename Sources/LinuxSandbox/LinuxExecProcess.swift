@@ -41,7 +41,8 @@ final class LinuxExecProcess: ExecProcess {
         let buffer = ExecEventBuffer()
         let pump = ExecPump(loop: loop, buffer: buffer, channel: channel, id: id, commandName: commandName, cwd: cwd)
         // (Weak: the pump lives while its channels do; the buffer outlives it.)
-        buffer.resumeReading = { [weak pump] in loop.execute { pump?.resumeReading() } }
+        let weakPump = WeakPump(pump)
+        buffer.resumeReading = { loop.execute { weakPump.pump?.resumeReading() } }
         pump.begin(pipes: pipes, timeout: timeout)
         // Killed when the consumer goes away before the end: cancelled while
         // it waits, or the stream dropped.
@@ -94,6 +95,12 @@ final class LinuxExecProcess: ExecProcess {
 /// goes into the stream as it comes; when the status pipe has closed and
 /// stdout and stderr have ended (or `drainGrace` has passed), the stream
 /// gets the exit and finishes.
+/// A weak reference to a pump that a Sendable closure can hold.
+private final class WeakPump: Sendable {
+    weak let pump: ExecPump?
+    init(_ pump: ExecPump) { self.pump = pump }
+}
+
 private final class ExecPump: Sendable {
     private struct State: Sendable {
         var openOutputs = 2

@@ -40,7 +40,7 @@ enum ConcurrencyExecutor {
         let slot = agentd_swift_enqueue_global_hook()
         guard let slot, slot.pointee == nil else { return false }
         let hook: EnqueueHook = { job, _ in
-            MultiThreadedEventLoopGroup.singleton.any().executor.enqueue(job)
+            MultiThreadedEventLoopGroup.singleton.any().executor.enqueue(ExecutorJob(job))
         }
         slot.pointee = unsafeBitCast(hook, to: UnsafeMutableRawPointer.self)
         return true

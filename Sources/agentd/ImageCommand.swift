@@ -32,8 +32,8 @@ struct ImageImport: AsyncParsableCommand {
             try LinuxImages.importTarball(state.absolute(tarball), as: name, stateDirectory: state.resolvedStateDir,
                                           replace: replace)
             print("imported image \(name)")
-        } catch let e as SandboxError {
-            fail(e.message)
+        } catch {
+            fail(error.message)
         }
     }
 }
