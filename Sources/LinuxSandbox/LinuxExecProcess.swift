@@ -138,10 +138,7 @@ private final class ExecPump: Sendable {
     func begin(pipes: LinuxExecProcess.Pipes, timeout: Duration?) {
         loop.execute {
             if let t = timeout {
-                let (seconds, attoseconds) = t.components
-                let nanos = seconds.multipliedReportingOverflow(by: 1_000_000_000)
-                let amount: TimeAmount = nanos.overflow ? .hours(24 * 365) : .nanoseconds(nanos.partialValue + attoseconds / 1_000_000_000)
-                self.state.value.timer = self.loop.scheduleTask(in: amount) {
+                self.state.value.timer = self.loop.scheduleTask(in: .clamped(t)) {
                     self.timedOut.set()
                     try? self.channel.signal(id: self.id, signal: SIGKILL)
                 }
@@ -435,9 +432,39 @@ final class PipeReader: ChannelInboundHandler {
 }
 
 enum PipeReading {
+    /// What `readToEnd(_:on:limit:timeout:)` got: the bytes up to the end,
+    /// or, when the time ran out first, the future of them.
+    enum Outcome {
+        case complete([UInt8])
+        case timedOut(rest: EventLoopFuture<[UInt8]>)
+    }
+
     /// The bytes of pipe `fd` (at most `limit`) until its end, read on
     /// `loop` without blocking a thread.  Takes ownership of `fd`.
     static func readToEnd(_ fd: Int32, on loop: any EventLoop, limit: Int) async -> [UInt8] {
+        (try? await reading(fd, on: loop, limit: limit).get()) ?? []
+    }
+
+    /// As `readToEnd(_:on:limit:)`, waiting at most `timeout`.
+    static func readToEnd(_ fd: Int32, on loop: any EventLoop, limit: Int, timeout: Duration) async -> Outcome {
+        let all = reading(fd, on: loop, limit: limit)
+        let first = loop.makePromise(of: Outcome.self)
+        let decided = NIOLoopBoundBox.makeBoxSendingValue(false, as: Bool.self, eventLoop: loop)
+        let timer = loop.scheduleTask(in: .clamped(timeout)) {
+            guard !decided.value else { return }
+            decided.value = true
+            first.succeed(.timedOut(rest: all))
+        }
+        all.whenComplete { result in
+            guard !decided.value else { return }
+            decided.value = true
+            timer.cancel()
+            first.succeed(.complete((try? result.get()) ?? []))
+        }
+        return (try? await first.futureResult.get()) ?? .complete([])
+    }
+
+    private static func reading(_ fd: Int32, on loop: any EventLoop, limit: Int) -> EventLoopFuture<[UInt8]> {
         let promise = loop.makePromise(of: [UInt8].self)
         NIOPipeBootstrap(group: loop)
             .channelInitializer { ch in
@@ -454,7 +481,7 @@ enum PipeReading {
                 promise.succeed(blockingReadToEnd(fd, limit: limit))
                 Posix.close(fd)
             }
-        return (try? await promise.futureResult.get()) ?? []
+        return promise.futureResult
     }
 
     /// `bytes` as the (pointer, count) of what was read from a report pipe,
@@ -481,6 +508,15 @@ enum PipeReading {
             if n <= 0 { return out }
             out += buf[0..<min(n, max(0, limit - out.count))]
         }
+    }
+}
+
+extension TimeAmount {
+    /// `d` as a TimeAmount; a year when it does not fit.
+    static func clamped(_ d: Duration) -> TimeAmount {
+        let (seconds, attoseconds) = d.components
+        let nanos = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+        return nanos.overflow ? .hours(24 * 365) : .nanoseconds(nanos.partialValue + attoseconds / 1_000_000_000)
     }
 }
 

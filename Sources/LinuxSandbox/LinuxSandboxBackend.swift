@@ -48,6 +48,11 @@ public struct LinuxSandboxConfig: Sendable {
     public var spareRoots: Int
     /// How long after a start the pools are refilled (see `doStart`).
     public var refillDelay: Duration
+    /// How long a sandbox may take to set up (mounts, privileges, init)
+    /// before its start fails and it is killed: normally about a
+    /// millisecond; a mount on a file system that does not answer would
+    /// otherwise hang the start for good.
+    public var startTimeout: Duration
     /// Let sandboxed programs make system calls through the 32-bit ABIs
     /// (i386 `int 0x80`, x32), filtered by the same profile.  Off by
     /// default: they fail with ENOSYS, as on a kernel booted with
@@ -61,7 +66,7 @@ public struct LinuxSandboxConfig: Sendable {
                 defaultLimits: ResourceLimits = .defaults, userNamespaceBase: UInt32 = 100_000,
                 userNamespaceSize: UInt32 = 65_536, networkNamespacePool: Int = 4, adoptRunning: Bool = true,
                 warmPool: Int = 2, spareRoots: Int = 2, refillDelay: Duration = .milliseconds(20),
-                allow32Bit: Bool = false) {
+                startTimeout: Duration = .seconds(30), allow32Bit: Bool = false) {
         self.stateDirectory = stateDirectory
         self.runDirectory = runDirectory ?? stateDirectory + "/run"
         self.cgroupDriver = cgroupDriver
@@ -75,6 +80,7 @@ public struct LinuxSandboxConfig: Sendable {
         self.warmPool = warmPool
         self.spareRoots = spareRoots
         self.refillDelay = refillDelay
+        self.startTimeout = startTimeout
         self.allow32Bit = allow32Bit
     }
 }
@@ -722,7 +728,8 @@ public actor LinuxSandboxBackend: SandboxBackend {
             // Then the runtime record (on the run directory, a tmpfs: a
             // reboot forgets it, as it should; a plain write: a torn record
             // only means the sandbox is not re-adopted).
-            let spawned = try await pending.finish(on: group.any()) { () throws(SandboxError) -> String in
+            let spawned = try await pending.finish(on: group.any(), timeout: config.startTimeout) {
+                () throws(SandboxError) -> String in
                 let cgroup = try cgroups.claimWarm(shell.cgroup, as: id.rawValue, limits: limits)
                 let rec = RuntimeRecord(pid: pid, startTime: startTime ?? Self.startTime(of: pid) ?? 0,
                                         startedAt: Date(), limits: limits, cgroup: cgroup, image: imagePath)
@@ -809,7 +816,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
                 RuntimeRecord(pid: pending.pid, startTime: Self.startTime(of: pending.pid) ?? 0, startedAt: Date(),
                               limits: limits, cgroup: id.rawValue, image: imagePath),
                 to: recordPath)
-            spawned = try await pending.finish(on: group.any())
+            spawned = try await pending.finish(on: group.any(), timeout: config.startTimeout)
         } catch {
             placement.close()
             [listenFD, pair.agentd, pair.initEnd, netns].forEach(Posix.close)

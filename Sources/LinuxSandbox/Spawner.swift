@@ -131,6 +131,19 @@ enum Spawner {
         return cfg
     }
 
+    /// A start whose child did not exec within `after`.
+    fileprivate static func timedOut(pid: pid_t, after: Duration, blockedIn: String?) -> SandboxError {
+        SandboxError(.system, "the sandbox did not finish setting up within \(after)"
+                         + (blockedIn.map { " (its process \(pid) was blocked in the kernel's \($0))" } ?? "")
+                         + "; it was killed", stage: "setup timeout", errno: ETIMEDOUT)
+    }
+
+    /// Where process `pid` waits in the kernel (/proc/PID/wchan), if it does.
+    static func blockedIn(_ pid: pid_t) -> String? {
+        guard let s = try? Posix.readFile("/proc/\(pid)/wchan"), !s.isEmpty, s != "0" else { return nil }
+        return s
+    }
+
     fileprivate static func failure(_ result: agentd_spawn_result, _ s: SpawnSpec, warm: Bool = false) -> SandboxError {
         let stage = String(cString: agentd_stage_name(result.stage))
         var detail = stage
@@ -213,8 +226,11 @@ final class PendingClaim: @unchecked Sendable {
     /// thread blocks) for its exec, about half a millisecond.  When
     /// `meanwhile` throws, the shell is killed and the error thrown; the
     /// shell is spent either way.
-    func finish<T>(on loop: any EventLoop, meanwhile: () throws(SandboxError) -> T) async throws(SandboxError)
-        -> (pid: pid_t, pidfd: Int32, value: T)
+    /// A shell that has not exec'd within `timeout` is killed, and the
+    /// claim fails with a timeout (the claim's config and the shell are let
+    /// go of once the shell is gone).
+    func finish<T>(on loop: any EventLoop, timeout: Duration, meanwhile: () throws(SandboxError) -> T)
+        async throws(SandboxError) -> (pid: pid_t, pidfd: Int32, value: T)
     {
         let value: Result<T, SandboxError>
         do throws(SandboxError) {
@@ -231,7 +247,24 @@ final class PendingClaim: @unchecked Sendable {
                 w.report_fd = -1
                 return fd
             }
-            report = await PipeReading.readToEnd(fd, on: loop, limit: 4096)
+            switch await PipeReading.readToEnd(fd, on: loop, limit: 4096, timeout: timeout) {
+            case .complete(let bytes):
+                report = bytes
+            case .timedOut(let rest):
+                let pid = shell.pid
+                let blocked = Spawner.blockedIn(pid)
+                _ = shell.withHandle { w in agentd_pidfd_signal(w.pidfd, SIGKILL) }
+                rest.whenComplete { [self] _ in
+                    // Gone (its end of the pipe closed with it): spent.
+                    var r = agentd_spawn_result()
+                    withExtendedLifetime(arena) {
+                        shell.withHandle { w in
+                            PipeReading.withReport([]) { _ = agentd_warm_claim_finish(&w, 1, $0, $1, &r) }
+                        }
+                    }
+                }
+                throw Spawner.timedOut(pid: pid, after: timeout, blockedIn: blocked)
+            }
         }
         let rc = withExtendedLifetime(arena) {
             shell.withHandle { w in
@@ -280,10 +313,28 @@ final class PendingSpawn: @unchecked Sendable {
 
     /// Wait on `loop` (no thread blocks) until the child has exec'd, which
     /// returns its pid and pidfd, or failed, which throws how (the child
-    /// killed and reaped then).
-    func finish(on loop: any EventLoop) async throws(SandboxError) -> (pid: pid_t, pidfd: Int32) {
-        let report = await PipeReading.readToEnd(handle.pointee.report_fd, on: loop, limit: 4096)
+    /// killed and reaped then).  A child that has not exec'd within
+    /// `timeout` (stuck in its setup: a mount on a file system that does
+    /// not answer) is killed, and the start fails with a timeout; it is
+    /// reaped, and the memory it runs on freed, once it is gone.
+    func finish(on loop: any EventLoop, timeout: Duration) async throws(SandboxError) -> (pid: pid_t, pidfd: Int32) {
+        let fd = handle.pointee.report_fd
         handle.pointee.report_fd = -1
+        let report: [UInt8]
+        switch await PipeReading.readToEnd(fd, on: loop, limit: 4096, timeout: timeout) {
+        case .complete(let bytes):
+            report = bytes
+        case .timedOut(let rest):
+            let pid = handle.pointee.pid
+            let blocked = Spawner.blockedIn(pid)
+            _ = agentd_pidfd_signal(handle.pointee.pidfd, SIGKILL)
+            rest.whenComplete { [self] _ in
+                // Gone (its end of the pipe closed with it): reaped, freed.
+                var r = agentd_spawn_result()
+                _ = withExtendedLifetime((arena, spec.seccomp)) { agentd_spawn_finish(handle, nil, 0, &r) }
+            }
+            throw Spawner.timedOut(pid: pid, after: timeout, blockedIn: blocked)
+        }
         var result = agentd_spawn_result()
         let rc = withExtendedLifetime((arena, spec.seccomp)) {
             PipeReading.withReport(report) { agentd_spawn_finish(handle, $0, $1, &result) }

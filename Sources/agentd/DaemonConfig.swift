@@ -24,13 +24,14 @@ struct DaemonConfig: Codable, Equatable {
         var netnsPool: Int = 4
         var warmPool: Int = 2
         var spareRoots: Int = 2
+        var startTimeoutS: Int = 30
         var adoptRunning: Bool = true
         var allow32Bit: Bool = false
 
         enum CodingKeys: String, CodingKey {
             case cgroupDriver = "cgroup_driver", cgroupParent = "cgroup_parent", defaultImage = "default_image"
             case memoryMB = "memory_mb", cpus, pids, tmpMB = "tmp_mb", netnsPool = "netns_pool"
-            case warmPool = "warm_pool", spareRoots = "spare_roots", adoptRunning = "adopt_running", allow32Bit = "allow_32bit"
+            case warmPool = "warm_pool", spareRoots = "spare_roots", startTimeoutS = "start_timeout_s", adoptRunning = "adopt_running", allow32Bit = "allow_32bit"
         }
     }
 
@@ -91,7 +92,7 @@ struct DaemonConfig: Codable, Equatable {
                                        "idle_stop_seconds", "sandbox", "exec", "gateway", "worker"]
     static let nestedKeys: [String: Set<String>] = [
         "sandbox": ["cgroup_driver", "cgroup_parent", "default_image", "memory_mb", "cpus", "pids", "tmp_mb",
-                    "netns_pool", "warm_pool", "spare_roots", "adopt_running", "allow_32bit"],
+                    "netns_pool", "warm_pool", "spare_roots", "start_timeout_s", "adopt_running", "allow_32bit"],
         "exec": ["default_timeout_s", "max_output_bytes"],
         "gateway": ["url", "key", "timeout_s", "max_attempts", "stream"],
         "worker": ["concurrency", "lease_seconds", "max_steps", "max_run_seconds", "max_tool_output_bytes",
@@ -181,6 +182,9 @@ struct DaemonConfig: Codable, Equatable {
         guard (0...64).contains(sandbox.netnsPool) else { throw ConfigError("sandbox.netns_pool must be 0 to 64") }
         guard (0...64).contains(sandbox.warmPool) else { throw ConfigError("sandbox.warm_pool must be 0 to 64") }
         guard (0...64).contains(sandbox.spareRoots) else { throw ConfigError("sandbox.spare_roots must be 0 to 64") }
+        guard (1...3600).contains(sandbox.startTimeoutS) else {
+            throw ConfigError("sandbox.start_timeout_s must be 1 to 3600")
+        }
         guard exec.defaultTimeoutS > 0, exec.maxOutputBytes >= 1024 else {
             throw ConfigError("exec.default_timeout_s and exec.max_output_bytes must be positive")
         }

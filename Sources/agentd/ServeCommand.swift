@@ -103,6 +103,7 @@ struct Daemon {
                                        defaultLimits: defaults, networkNamespacePool: cfg.sandbox.netnsPool,
                                        adoptRunning: cfg.sandbox.adoptRunning, warmPool: cfg.sandbox.warmPool,
                                        spareRoots: cfg.sandbox.spareRoots,
+                                       startTimeout: .seconds(cfg.sandbox.startTimeoutS),
                                        allow32Bit: cfg.sandbox.allow32Bit),
             logger: logger)
         let info = await backend.info()

@@ -117,7 +117,7 @@ func seeded(_ store: Store) async throws -> (team: Team, agent: Agent, session: 
         let (_, _, s) = try await seeded(store)
         try await withThrowingTaskGroup(of: Bool.self) { group in
             group.addTask {
-                try await store.write { _ in usleep(100_000) }  // holds the writer while the rest queue up
+                _ = try await store.write { _ in usleep(100_000) }  // holds the writer while the rest queue up
                 return true
             }
             try await Task.sleep(for: .milliseconds(20))

@@ -43,7 +43,7 @@ import Glibc
             let pending = try Spawner.beginSpawn(spec(devNull))
             let pid = pending.pid
             #expect(pid > 0)
-            let done = try await pending.finish(on: loop)
+            let done = try await pending.finish(on: loop, timeout: .seconds(30))
             #expect(done.pid == pid)
             var status: Int32 = 0
             #expect(waitpid(pid, &status, __WALL) == pid)
@@ -70,12 +70,63 @@ import Glibc
             s.execPath = "/no/such/program"
             let pending = try Spawner.beginSpawn(s)
             let pid = pending.pid
-            await #expect(throws: SandboxError.self) { _ = try await pending.finish(on: loop) }
+            await #expect(throws: SandboxError.self) { _ = try await pending.finish(on: loop, timeout: .seconds(30)) }
             var thrown: SandboxError? = nil
-            do { _ = try await Spawner.beginSpawn(s).finish(on: loop) } catch { thrown = error as? SandboxError }
+            do { _ = try await Spawner.beginSpawn(s).finish(on: loop, timeout: .seconds(30)) } catch { thrown = error as? SandboxError }
             #expect(thrown?.errno == ENOENT, "\(String(describing: thrown))")
             #expect(thrown?.stage == "exec", "\(String(describing: thrown))")
             #expect(gone(pid))
+        }
+    }
+
+    /// A child that hangs in its setup (here: frozen, by starting it in a
+    /// frozen cgroup; in life, a mount on a file system that does not
+    /// answer) fails the start at the timeout, is killed, and once it is
+    /// gone (when thawed) it is reaped, with no process or mount left.
+    @Test func aChildStuckInItsSetupIsKilledAtTheTimeout() async throws {
+        try await withDevNull { devNull in
+            let driver = try CgroupDetection.driver(choice: .auto,
+                                                    parent: "agentd-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+            guard !(driver is NoCgroupDriver) else {
+                Issue.record("no cgroup driver on this host: the test needs a freezer")
+                return
+            }
+            let name = "stuck"
+            try driver.create(name, limits: ResourceLimits())
+            defer {
+                try? driver.remove(name)
+                driver.removeParentIfEmpty()
+            }
+            try driver.freeze(name)
+            let placement = try driver.placement(name)
+            defer { placement.close() }
+            var s = spec(devNull)
+            s.placement = placement
+            let pending = try Spawner.beginSpawn(s)
+            let pid = pending.pid
+            let t0 = Posix.monotonicNanos()
+            var thrown: SandboxError? = nil
+            do {
+                _ = try await pending.finish(on: loop, timeout: .milliseconds(300))
+            } catch {
+                thrown = error as? SandboxError
+            }
+            let waited = Double(Posix.monotonicNanos() - t0) / 1e9
+            #expect(thrown?.errno == ETIMEDOUT, "\(String(describing: thrown))")
+            #expect(thrown?.message.contains("did not finish setting up within") == true, "\(String(describing: thrown))")
+            #expect(waited >= 0.29 && waited < 5, "the start waited \(waited) s for a 0.3 s timeout")
+            // Thawed (cgroup v1: a frozen task dies of its SIGKILL only
+            // then; v2 kills frozen tasks), the child is gone and reaped.
+            try driver.thaw(name)
+            var reaped = false
+            for _ in 0..<500 {
+                if gone(pid) {
+                    reaped = true
+                    break
+                }
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            #expect(reaped, "the killed child \(pid) was not reaped")
         }
     }
 
@@ -89,7 +140,7 @@ import Glibc
             do {
                 let pending = try Spawner.beginSpawn(s)
                 pid = pending.pid
-                _ = try await pending.finish(on: loop)
+                _ = try await pending.finish(on: loop, timeout: .seconds(30))
             } catch {
                 thrown = error as? SandboxError
             }
