@@ -254,6 +254,7 @@ final class PendingClaim: @unchecked Sendable {
                 let pid = shell.pid
                 let blocked = Spawner.blockedIn(pid)
                 _ = shell.withHandle { w in agentd_pidfd_signal(w.pidfd, SIGKILL) }
+                shell.spendWhenGone()
                 rest.whenComplete { [self] _ in
                     // Gone (its end of the pipe closed with it): spent.
                     var r = agentd_spawn_result()

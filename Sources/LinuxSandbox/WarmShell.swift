@@ -12,7 +12,10 @@ final class WarmShell: @unchecked Sendable {
     // @unchecked: `handle` is only touched by whoever took the shell out of
     // the pool (one owner at a time), under `lock`.
     private var handle: agentd_warm
-    private let lock = Mutex<Void>(())
+    /// Whether a timed-out claim spends the shell once it is gone (see
+    /// `PendingClaim.finish`): `release` leaves it alone then, rather than
+    /// block on reaping a process stuck in the kernel.
+    private let lock = Mutex<Bool>(false)
     let cgroup: String
     let socketPath: String
     let channelFD: Int32
@@ -34,10 +37,17 @@ final class WarmShell: @unchecked Sendable {
         lock.withLock { _ in body(&handle) }
     }
 
+    /// Leave the shell to whoever waits for it to die (a timed-out claim).
+    func spendWhenGone() {
+        lock.withLock { $0 = true }
+    }
+
     /// Let it exit and reap it (blocks briefly); the caller removes its
     /// cgroup and socket and closes `channelFD`.
     func release() {
-        withHandle { w in if w.shared != nil { agentd_warm_release(&w) } }
+        lock.withLock { later in
+            if handle.shared != nil && !later { agentd_warm_release(&handle) }
+        }
     }
 
     deinit { release() }
