@@ -21,6 +21,7 @@ struct DaemonConfig: Codable, Equatable {
         var cpus: Double = 1
         var pids: Int = 256
         var tmpMB: Int = 256
+        var openFiles: Int = 1024
         var netnsPool: Int = 4
         var warmPool: Int = 2
         var spareRoots: Int = 2
@@ -30,7 +31,7 @@ struct DaemonConfig: Codable, Equatable {
 
         enum CodingKeys: String, CodingKey {
             case cgroupDriver = "cgroup_driver", cgroupParent = "cgroup_parent", defaultImage = "default_image"
-            case memoryMB = "memory_mb", cpus, pids, tmpMB = "tmp_mb", netnsPool = "netns_pool"
+            case memoryMB = "memory_mb", cpus, pids, tmpMB = "tmp_mb", openFiles = "open_files", netnsPool = "netns_pool"
             case warmPool = "warm_pool", spareRoots = "spare_roots", startTimeoutS = "start_timeout_s", adoptRunning = "adopt_running", allow32Bit = "allow_32bit"
         }
     }
@@ -92,7 +93,7 @@ struct DaemonConfig: Codable, Equatable {
                                        "idle_stop_seconds", "sandbox", "exec", "gateway", "worker"]
     static let nestedKeys: [String: Set<String>] = [
         "sandbox": ["cgroup_driver", "cgroup_parent", "default_image", "memory_mb", "cpus", "pids", "tmp_mb",
-                    "netns_pool", "warm_pool", "spare_roots", "start_timeout_s", "adopt_running", "allow_32bit"],
+                    "open_files", "netns_pool", "warm_pool", "spare_roots", "start_timeout_s", "adopt_running", "allow_32bit"],
         "exec": ["default_timeout_s", "max_output_bytes"],
         "gateway": ["url", "key", "timeout_s", "max_attempts", "stream"],
         "worker": ["concurrency", "lease_seconds", "max_steps", "max_run_seconds", "max_tool_output_bytes",
@@ -178,6 +179,9 @@ struct DaemonConfig: Codable, Equatable {
         }
         guard sandbox.memoryMB >= 16, sandbox.pids >= 8, sandbox.cpus > 0, sandbox.tmpMB >= 1 else {
             throw ConfigError("sandbox limits must be positive (memory_mb >= 16, pids >= 8)")
+        }
+        guard (16...1_048_576).contains(sandbox.openFiles) else {
+            throw ConfigError("sandbox.open_files must be 16 to 1048576")
         }
         guard (0...64).contains(sandbox.netnsPool) else { throw ConfigError("sandbox.netns_pool must be 0 to 64") }
         guard (0...64).contains(sandbox.warmPool) else { throw ConfigError("sandbox.warm_pool must be 0 to 64") }

@@ -96,7 +96,7 @@ struct Daemon {
 
         let defaults = ResourceLimits(memoryBytes: UInt64(cfg.sandbox.memoryMB) << 20, swapBytes: 0,
                                       pids: cfg.sandbox.pids, cpuMillis: Int(cfg.sandbox.cpus * 1000),
-                                      openFiles: 1024, tmpBytes: UInt64(cfg.sandbox.tmpMB) << 20)
+                                      openFiles: cfg.sandbox.openFiles, tmpBytes: UInt64(cfg.sandbox.tmpMB) << 20)
         let backend = try await LinuxSandboxBackend.open(
             config: LinuxSandboxConfig(stateDirectory: state, runDirectory: cfg.resolvedRunDir,
                                        cgroupDriver: cfg.sandbox.cgroupDriver, cgroupParent: cfg.sandbox.cgroupParent,

@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from conftest import sse_events
+from conftest import sse_events, write_config
 
 
 def test_health_needs_no_key_everything_else_does(api):
@@ -448,3 +448,11 @@ def test_metrics_and_status(api):
     assert owner.req("GET", "/metrics").status_code == 403
     st = api.get("/v1/status")
     assert st["cgroup_driver"].startswith("cgroup") and "minimal" in st["images"]
+
+
+def test_open_files_limit_comes_from_the_config(make_daemon):
+    cfg = write_config("[sandbox]\nopen_files = 2048\n")
+    api = make_daemon(extra_args=["--config", cfg]).api
+    sid = api.session(api.agent(name="files", model="m")["id"])["id"]
+    r = api.exec(sid, "ulimit -n; ulimit -Hn")
+    assert r["exit_code"] == 0 and r["stdout"].split() == ["2048", "2048"], r
