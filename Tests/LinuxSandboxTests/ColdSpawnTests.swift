@@ -94,6 +94,8 @@ import Glibc
             let name = "stuck"
             try driver.create(name, limits: ResourceLimits())
             defer {
+                // (Thawed first whatever happened: a frozen v1 task cannot die.)
+                try? driver.thaw(name)
                 try? driver.remove(name)
                 driver.removeParentIfEmpty()
             }

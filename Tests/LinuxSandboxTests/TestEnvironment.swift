@@ -35,6 +35,10 @@ enum TestEnvironment {
                 let parent = root + "/" + name
                 for child in Posix.listDirectory(parent) where Posix.isDirectory(parent + "/" + child) {
                     let dir = parent + "/" + child
+                    // A test that froze a cgroup and died: a frozen v1 task
+                    // dies of SIGKILL only once thawed.
+                    if Posix.exists(dir + "/freezer.state") { try? Posix.writeFile(dir + "/freezer.state", "THAWED") }
+                    if Posix.exists(dir + "/cgroup.freeze") { try? Posix.writeFile(dir + "/cgroup.freeze", "0") }
                     if let procs = try? Posix.readFile(dir + "/cgroup.procs") {
                         for pid in procs.split(separator: "\n").compactMap({ Int32($0) }) { kill(pid, SIGKILL) }
                     }
