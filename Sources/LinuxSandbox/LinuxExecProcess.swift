@@ -91,16 +91,16 @@ final class LinuxExecProcess: ExecProcess {
     }
 }
 
-/// The reading side of one command, confined to one event loop: output
-/// goes into the stream as it comes; when the status pipe has closed and
-/// stdout and stderr have ended (or `drainGrace` has passed), the stream
-/// gets the exit and finishes.
 /// A weak reference to a pump that a Sendable closure can hold.
 private final class WeakPump: Sendable {
     weak let pump: ExecPump?
     init(_ pump: ExecPump) { self.pump = pump }
 }
 
+/// The reading side of one command, confined to one event loop: output
+/// goes into the stream as it comes; when the status pipe has closed and
+/// stdout and stderr have ended (or `drainGrace` has passed), the stream
+/// gets the exit and finishes.
 private final class ExecPump: Sendable {
     private struct State: Sendable {
         var openOutputs = 2
