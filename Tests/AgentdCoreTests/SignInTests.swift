@@ -44,7 +44,9 @@ func withAuth(_ body: (Store, AuthService, String) async throws -> Void) async t
             let (token, first) = try await signIns.signIn(key: admin)
             #expect(first.identity.role == .admin && first.csrf.count == 43 && token.count == 43)
             #expect(try await signIns.lookup(token: token) == first)
-            #expect(try await signIns.lookup(token: String(token.dropLast()) + "x") == nil)
+            // (Its last character changed: one time in 64 it was an "x".)
+            let other = String(token.dropLast()) + (token.hasSuffix("x") ? "y" : "x")
+            #expect(try await signIns.lookup(token: other) == nil)
             #expect(try await signIns.lookup(token: "short") == nil)
             // Another service over the same database (a restarted agentd) knows it.
             #expect(try await SignInService(store: store, auth: auth).lookup(token: token) == first)
