@@ -432,20 +432,16 @@ final class PipeReader: ChannelInboundHandler {
 }
 
 enum PipeReading {
-    /// What `readToEnd(_:on:limit:timeout:)` got: the bytes up to the end,
-    /// or, when the time ran out first, the future of them.
+    /// What `readToEnd` got: the bytes up to the end, or, when the time
+    /// ran out first, the future of them.
     enum Outcome {
         case complete([UInt8])
         case timedOut(rest: EventLoopFuture<[UInt8]>)
     }
 
     /// The bytes of pipe `fd` (at most `limit`) until its end, read on
-    /// `loop` without blocking a thread.  Takes ownership of `fd`.
-    static func readToEnd(_ fd: Int32, on loop: any EventLoop, limit: Int) async -> [UInt8] {
-        (try? await reading(fd, on: loop, limit: limit).get()) ?? []
-    }
-
-    /// As `readToEnd(_:on:limit:)`, waiting at most `timeout`.
+    /// `loop` without blocking a thread, waiting at most `timeout`.  Takes
+    /// ownership of `fd`.
     static func readToEnd(_ fd: Int32, on loop: any EventLoop, limit: Int, timeout: Duration) async -> Outcome {
         let all = reading(fd, on: loop, limit: limit)
         let first = loop.makePromise(of: Outcome.self)

@@ -131,11 +131,18 @@ enum Spawner {
         return cfg
     }
 
-    /// A start whose child did not exec within `after`.
-    fileprivate static func timedOut(pid: pid_t, after: Duration, blockedIn: String?) -> SandboxError {
-        SandboxError(.system, "the sandbox did not finish setting up within \(after)"
-                         + (blockedIn.map { " (its process \(pid) was blocked in the kernel's \($0))" } ?? "")
-                         + "; it was killed", stage: "setup timeout", errno: ETIMEDOUT)
+    /// A start whose child (`pid`, `pidfd`) did not exec within `after`:
+    /// the child is killed, `whenGone` runs once it is (`rest`, the rest of
+    /// its report pipe, ends with it: until then it runs on our memory),
+    /// and the error says where it was blocked.
+    fileprivate static func timedOut(pid: pid_t, pidfd: Int32, after: Duration, rest: EventLoopFuture<[UInt8]>,
+                                     whenGone: @escaping @Sendable () -> Void) -> SandboxError {
+        let blocked = blockedIn(pid)
+        _ = agentd_pidfd_signal(pidfd, SIGKILL)
+        rest.whenComplete { _ in whenGone() }
+        return SandboxError(.system, "the sandbox did not finish setting up within \(after)"
+                                + (blocked.map { " (its process \(pid) was blocked in the kernel's \($0))" } ?? "")
+                                + "; it was killed", stage: "setup timeout", errno: ETIMEDOUT)
     }
 
     /// Where process `pid` waits in the kernel (/proc/PID/wchan), if it does.
@@ -251,20 +258,11 @@ final class PendingClaim: @unchecked Sendable {
             case .complete(let bytes):
                 report = bytes
             case .timedOut(let rest):
-                let pid = shell.pid
-                let blocked = Spawner.blockedIn(pid)
-                _ = shell.withHandle { w in agentd_pidfd_signal(w.pidfd, SIGKILL) }
                 shell.spendWhenGone()
-                rest.whenComplete { [self] _ in
-                    // Gone (its end of the pipe closed with it): spent.
-                    var r = agentd_spawn_result()
-                    withExtendedLifetime(arena) {
-                        shell.withHandle { w in
-                            PipeReading.withReport([]) { _ = agentd_warm_claim_finish(&w, 1, $0, $1, &r) }
-                        }
-                    }
+                let (pid, pidfd) = shell.withHandle { w in (w.pid, w.pidfd) }
+                throw Spawner.timedOut(pid: pid, pidfd: pidfd, after: timeout, rest: rest) { [self] in
+                    withExtendedLifetime(arena) { shell.withHandle { w in agentd_warm_release(&w) } }
                 }
-                throw Spawner.timedOut(pid: pid, after: timeout, blockedIn: blocked)
             }
         }
         let rc = withExtendedLifetime(arena) {
@@ -326,15 +324,11 @@ final class PendingSpawn: @unchecked Sendable {
         case .complete(let bytes):
             report = bytes
         case .timedOut(let rest):
-            let pid = handle.pointee.pid
-            let blocked = Spawner.blockedIn(pid)
-            _ = agentd_pidfd_signal(handle.pointee.pidfd, SIGKILL)
-            rest.whenComplete { [self] _ in
-                // Gone (its end of the pipe closed with it): reaped, freed.
+            throw Spawner.timedOut(pid: handle.pointee.pid, pidfd: handle.pointee.pidfd, after: timeout,
+                                   rest: rest) { [self] in
                 var r = agentd_spawn_result()
                 _ = withExtendedLifetime((arena, spec.seccomp)) { agentd_spawn_finish(handle, nil, 0, &r) }
             }
-            throw Spawner.timedOut(pid: pid, after: timeout, blockedIn: blocked)
         }
         var result = agentd_spawn_result()
         let rc = withExtendedLifetime((arena, spec.seccomp)) {

@@ -37,7 +37,8 @@ final class WarmShell: @unchecked Sendable {
         lock.withLock { _ in body(&handle) }
     }
 
-    /// Leave the shell to whoever waits for it to die (a timed-out claim).
+    /// Leave the shell to whoever waits for it to die (a timed-out claim,
+    /// which spends it with `agentd_warm_release` then).
     func spendWhenGone() {
         lock.withLock { $0 = true }
     }
