@@ -193,7 +193,7 @@ public final class AgentService: Sendable {
                                       field: "sandbox.image")
         }
         if let m = s.memoryMB {
-            guard m >= 16, UInt64(m) << 20 <= config.hostMemoryBytes else {
+            guard m >= 16, let bytes = Checked.bytes(mebibytes: m), bytes <= config.hostMemoryBytes else {
                 throw AgentdError.invalid("sandbox.memory_mb must be between 16 and the host's \(config.hostMemoryBytes >> 20)",
                                           field: "sandbox.memory_mb")
             }
@@ -219,8 +219,9 @@ public final class AgentService: Sendable {
     static func sandboxSpec(_ a: Agent, hostname: String) -> SandboxSpec {
         let s = a.sandbox
         let limits = ResourceLimits(
-            memoryBytes: s.memoryMB.map { UInt64($0) << 20 }, pids: s.pids,
-            cpuMillis: s.cpus.map { Int(($0 * 1000).rounded()) }, tmpBytes: s.tmpMB.map { UInt64($0) << 20 })
+            memoryBytes: s.memoryMB.flatMap { Checked.bytes(mebibytes: $0) }, pids: s.pids,
+            cpuMillis: s.cpus.flatMap { Checked.int($0 * 1000, in: 1...1_000_000) },
+            tmpBytes: s.tmpMB.flatMap { Checked.bytes(mebibytes: $0) })
         return SandboxSpec(image: s.image, hostname: hostname, limits: limits, network: .none,
                            userNamespace: s.userNamespace, readOnlyRoot: s.readOnlyRoot)
     }

@@ -85,27 +85,60 @@ public final class AuthService: Sendable {
         return "agentd_" + Identifier.random(40, using: &rng)
     }
 
+    /// What a start found of the operators' way in.
+    public enum AdminAccess: Sendable, Equatable {
+        /// The key in this file (just made, or kept from before) works.
+        case keyFile(String)
+        /// Admin keys exist, but not the one in the file (it is revoked or gone).
+        case otherKeys
+        /// No active admin key: only `agentd admin-key` on the host gets one.
+        case none
+    }
+
     /// First start: the admin team and an admin key, written to
-    /// `STATE/admin.key` (0600).  Later starts keep what exists.
-    public func bootstrap(adminKeyPath: String) async throws {
-        if try await store.keyCount() > 0 { return }
+    /// `STATE/admin.key` (0600).  Later starts keep what exists and say
+    /// whether an operator can still get in.
+    public func bootstrap(adminKeyPath: String) async throws -> AdminAccess {
+        if try await store.keyCount() == 0 {
+            try await mintAdminKey(path: adminKeyPath, detail: "bootstrap admin key")
+            logger.notice("created the admin key", metadata: ["path": "\(adminKeyPath)"])
+            return .keyFile(adminKeyPath)
+        }
+        if let data = FileManager.default.contents(atPath: adminKeyPath), data.count < 4096 {
+            let key = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            if let id = try await authenticate(key), id.isAdmin { return .keyFile(adminKeyPath) }
+        }
+        if try await store.activeAdminKeyCount() > 0 { return .otherKeys }
+        let dir = Self.stateDirectory(of: adminKeyPath)
+        logger.warning("no active admin key: every admin key was revoked; mint a new one on this host with `agentd admin-key --state-dir \(dir)` (as root)")
+        return .none
+    }
+
+    static func stateDirectory(of keyPath: String) -> String {
+        guard let slash = keyPath.lastIndex(of: "/") else { return "." }
+        return slash == keyPath.startIndex ? "/" : String(keyPath[..<slash])
+    }
+
+    /// A new admin key of the admin team (made if missing), written to
+    /// `path` (0600) before it is stored: a key in the database that nobody
+    /// can read would lock the operator out.  An existing file is replaced.
+    @discardableResult
+    public func mintAdminKey(path: String, detail: String) async throws -> APIKeyInfo {
         var team = try await store.team(named: Self.adminTeamName)
         if team == nil {
             team = try await store.createTeam(id: Identifier.make(.team), name: Self.adminTeamName,
                                               audit: AuditEntry(keyID: nil, teamID: nil, action: "create",
-                                                                resource: "team", resourceID: nil, detail: "bootstrap"))
+                                                                resource: "team", resourceID: nil, detail: detail))
         }
         guard let team else { throw AgentdError.internal("no admin team") }
         let key = Self.newKey()
         let info = APIKeyInfo(id: Identifier.make(.key), name: "admin", teamID: team.id, role: .admin,
                               prefix: String(key.prefix(12)), createdAt: Date())
-        // Write the file first: a key in the database nobody can read would
-        // lock the operator out.
-        try writeSecretFile(adminKeyPath, Array((key + "\n").utf8))
+        try writeSecretFile(path, Array((key + "\n").utf8))
         try await store.createKey(KeyRecord(info: info, hash: Self.hash(key)),
                                   audit: AuditEntry(keyID: nil, teamID: team.id, action: "create", resource: "key",
-                                                    resourceID: info.id, detail: "bootstrap admin key"))
-        logger.notice("created the admin key", metadata: ["path": "\(adminKeyPath)"])
+                                                    resourceID: info.id, detail: detail))
+        return info
     }
 
     public func authenticate(_ token: String) async throws -> Identity? {
@@ -174,8 +207,15 @@ public final class AuthService: Sendable {
     public func revoke(_ caller: Identity, keyID: String) async throws {
         try caller.require(.owner, "revoke keys")
         guard Identifier.isValid(keyID, .key) else { throw AgentdError.invalid("not a key id", field: "id") }
-        guard try await store.revokeKey(id: keyID, teamID: caller.scope, audit: caller.audit("revoke", "key", keyID))
-        else { throw AgentdError.notFound("key") }
+        switch try await store.revokeKey(id: keyID, teamID: caller.scope, audit: caller.audit("revoke", "key", keyID)) {
+        case .revoked: break
+        case .notFound: throw AgentdError.notFound("key")
+        case .lastAdmin:
+            throw AgentdError(status: 409, code: "last_admin_key",
+                              message: "this is the last active admin key: revoking it would lock every operator out; "
+                                  + "create another admin key first (or mint one on the host with `agentd admin-key`)",
+                              field: "id")
+        }
         cache.withLock { c in c = c.filter { $0.value.keyID != keyID } }
     }
 

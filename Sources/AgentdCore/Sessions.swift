@@ -326,11 +326,12 @@ public final class SessionService: Sendable {
         }
         var timeout = config.execDefaultTimeout
         if let t = input.timeoutS {
-            guard t > 0, t.isFinite, Duration.milliseconds(Int64(t * 1000)) <= config.execMaxTimeout else {
-                throw AgentdError.invalid("timeout_s must be more than 0 and at most \(config.execMaxTimeout)",
-                                          field: "timeout_s")
+            guard let d = Checked.duration(seconds: t, max: config.execMaxTimeout) else {
+                throw AgentdError.invalid(
+                    "timeout_s must be more than 0 and at most \(Int(Checked.seconds(config.execMaxTimeout))) seconds",
+                    field: "timeout_s")
             }
-            timeout = .milliseconds(Int64(t * 1000))
+            timeout = d
         }
         if let cwd = input.cwd { try Validate.text(cwd, field: "cwd", max: 4096, allowEmpty: false) }
         if let stdin = input.stdin { try Validate.text(stdin, field: "stdin", max: 16 << 20) }

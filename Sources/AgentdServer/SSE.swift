@@ -18,6 +18,8 @@ enum SSE {
     ]
     static let lastEventID = HTTPField.Name("Last-Event-ID")!
     static let keepalive: Duration = .seconds(15)
+    static let replayPage = 64
+    static let replayPageBytes = 32 << 10
 
     static func frame(event: String, id: Int64?, data: [String: JSONValue]) -> ByteBuffer {
         frame(event: event, id: id, json: JSONValue.object(data).compactString)
@@ -52,6 +54,10 @@ enum SSE {
             guard q >= 0 else { throw AgentdError.invalid("after must be 0 or more", field: "after") }
             start = Int64(q)
         }
+        // An id beyond the last event (a client that kept an id across a
+        // restore from backup, or made one up) resumes from the next event
+        // written, instead of waiting for a seq that may never come.
+        start = min(start, session.lastSeq)
         // Subscribe before reading the backlog, so nothing falls in between.
         let live = s.hub.subscribe(sessionID: session.id)
         let store = s.store
@@ -61,19 +67,25 @@ enum SSE {
             var sent = startSeq
             func backfill(upTo limit: Int64?) async throws {
                 while true {
-                    let events = try await store.events(sessionID: sessionID, after: sent, limit: 500)
+                    // Small pages: with thousands of streams replaying at
+                    // once, what each holds is a page plus its socket's
+                    // buffer (the writer waits while the client is slow).
+                    let events = try await store.events(sessionID: sessionID, after: sent, limit: replayPage,
+                                                        maxBytes: replayPageBytes)
                     for e in events {
                         if let limit, e.seq > limit { return }
                         try await writer.write(frame(e))
                         sent = e.seq
                     }
-                    if events.count < 500 { return }
+                    if events.isEmpty { return }
                 }
             }
             try await writer.write(ByteBuffer(string: ": agentd events of \(sessionID)\nretry: 1000\n\n"))
             try await backfill(upTo: nil)
 
-            let (items, feed) = AsyncStream<Item>.makeStream()
+            // Bounded: a client slower than its session drops the oldest
+            // items here; a dropped event is a gap, read back from the store.
+            let (items, feed) = AsyncStream<Item>.makeStream(bufferingPolicy: .bufferingNewest(256))
             let pump = Task {
                 for await m in live { feed.yield(.message(m)) }
                 feed.finish()

@@ -226,16 +226,27 @@ extension Store {
 
     /// One statement over both tables: one snapshot, so an event moving
     /// between them at the same moment is seen exactly once.
-    public func events(sessionID: String, after: Int64, limit: Int) async throws -> [Event] {
+    /// Events after `after`, at most `limit` of them and, past the first,
+    /// no more than `maxBytes` of event data (rows are stepped one by one,
+    /// so a page of a long transcript never sits in memory whole).
+    public func events(sessionID: String, after: Int64, limit: Int, maxBytes: Int = .max) async throws -> [Event] {
         try await read { db in
-            try Row.fetchAll(db, sql: """
+            let rows = try Row.fetchCursor(db, sql: """
                 SELECT * FROM (SELECT seq, session_id, run_id, kind, created_at, data FROM events
                                WHERE session_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3)
                 UNION ALL
                 SELECT * FROM (SELECT seq, session_id, run_id, kind, created_at, data FROM events_recent
                                WHERE session_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3)
                 ORDER BY seq LIMIT ?3
-                """, arguments: [sessionID, after, limit]).map(Store.event)
+                """, arguments: [sessionID, after, limit])
+            var out: [Event] = []
+            var bytes = 0
+            while let row = try rows.next() {
+                bytes += (row["data"] as String?)?.utf8.count ?? 0
+                if !out.isEmpty && bytes > maxBytes { break }
+                out.append(try Store.event(row))
+            }
+            return out
         }
     }
 

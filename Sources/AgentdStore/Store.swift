@@ -269,9 +269,34 @@ public final class Store: Sendable {
         try await read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM api_keys") ?? 0 }
     }
 
-    /// Revoke; returns false when no such key (in that team).
-    public func revokeKey(id: String, teamID: String?, audit: AuditEntry?) async throws -> Bool {
+    /// Active admin keys (not revoked).
+    public func activeAdminKeyCount() async throws -> Int {
+        try await read { db in
+            try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM api_keys WHERE role = 'admin' AND revoked_at IS NULL") ?? 0
+        }
+    }
+
+    public enum RevokeOutcome: Sendable, Equatable {
+        case revoked, notFound
+        /// The key is the last active admin key: revoking it would leave
+        /// nobody able to administer agentd.  Nothing was changed.
+        case lastAdmin
+    }
+
+    /// Revoke, unless that leaves no active admin key (checked in the same
+    /// transaction, so two concurrent revocations cannot both pass).
+    public func revokeKey(id: String, teamID: String?, audit: AuditEntry?) async throws -> RevokeOutcome {
         try await write { db in
+            let row = try Row.fetchOne(db, sql: """
+                SELECT role, revoked_at IS NULL AS active FROM api_keys WHERE id = ? AND (? IS NULL OR team_id = ?)
+                """, arguments: [id, teamID, teamID])
+            guard let row else { return .notFound }
+            if (row["role"] as String?) == Role.admin.rawValue, (row["active"] as Bool?) == true {
+                let others = try Int.fetchOne(db, sql: """
+                    SELECT COUNT(*) FROM api_keys WHERE role = 'admin' AND revoked_at IS NULL AND id != ?
+                    """, arguments: [id]) ?? 0
+                if others == 0 { return .lastAdmin }
+            }
             try db.execute(sql: """
                 UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? AND (? IS NULL OR team_id = ?)
                 """, arguments: [Store.now(), id, teamID, teamID])
@@ -280,7 +305,7 @@ public final class Store: Sendable {
                 try Store.audit(db, audit)
                 try db.execute(sql: "DELETE FROM ui_sessions WHERE key_id = ?", arguments: [id])
             }
-            return changed
+            return .revoked
         }
     }
 

@@ -113,6 +113,11 @@ struct ChatStreamAccumulator {
     private(set) var finishReason: String?
     private(set) var usage: Usage?
     private(set) var model: String?
+    /// What a streamed answer may accumulate: the gateway is not trusted
+    /// with the daemon's memory.
+    private var bytes = 0
+    static let maxToolCalls = 256
+    static let maxAnswerBytes = 32 << 20
 
     /// Merge one chunk; returns the text it added, if any.
     mutating func add(_ chunk: JSONValue) throws(GatewayError) -> String? {
@@ -127,22 +132,30 @@ struct ChatStreamAccumulator {
         guard let delta = choice["delta"] else { return nil }
         for (n, tc) in (delta["tool_calls"]?.arrayValue ?? []).enumerated() {
             let index = tc["index"]?.intValue ?? n
+            guard (0..<Self.maxToolCalls).contains(index) else {
+                throw GatewayError(.invalidResponse, "the model's answer has a tool call index out of range (\(index))")
+            }
             var call = calls[index] ?? ToolCall(id: "", name: "", arguments: "")
             if let id = tc["id"]?.stringValue, !id.isEmpty { call.id = id }
-            if let name = tc["function"]?["name"]?.stringValue { call.name += name }
-            if let args = tc["function"]?["arguments"]?.stringValue { call.arguments += args }
+            if let name = tc["function"]?["name"]?.stringValue { call.name += name; bytes += name.utf8.count }
+            if let args = tc["function"]?["arguments"]?.stringValue { call.arguments += args; bytes += args.utf8.count }
             calls[index] = call
         }
+        var added: String?
         if let text = delta["content"]?.stringValue, !text.isEmpty {
             content += text
-            return text
+            bytes += text.utf8.count
+            added = text
         }
-        return nil
+        guard bytes <= Self.maxAnswerBytes else {
+            throw GatewayError(.invalidResponse, "the model's answer is larger than \(Self.maxAnswerBytes) bytes")
+        }
+        return added
     }
 
     func response(cost: Double?) -> ChatResponse {
         var u = usage ?? Usage(promptTokens: 0, completionTokens: 0, costUSD: 0)
-        if let cost, cost > 0 { u.costUSD = cost }
+        if let cost, cost > 0 { u.costUSD = ChatResponseDecoder.cost(cost) }
         let ordered = calls.keys.sorted().compactMap { calls[$0] }
         return ChatResponse(content: content, toolCalls: ChatResponseDecoder.named(ordered), finishReason: finishReason,
                             usage: u, model: model, streamed: true)
@@ -153,8 +166,21 @@ enum ChatResponseDecoder {
     static func usage(_ u: JSONValue) -> Usage {
         // `usage.cost`: LiteLLM with include_cost_in_streaming_usage (and
         // OpenRouter) price streamed calls there, as no header can.
-        Usage(promptTokens: u["prompt_tokens"]?.intValue ?? 0, completionTokens: u["completion_tokens"]?.intValue ?? 0,
-              costUSD: u["cost"]?.doubleValue ?? 0)
+        Usage(promptTokens: tokens(u["prompt_tokens"]), completionTokens: tokens(u["completion_tokens"]),
+              costUSD: cost(u["cost"]?.doubleValue))
+    }
+
+    /// The gateway is not trusted with our arithmetic: counts and costs are
+    /// summed per run and per session, so absurd ones (negative, NaN, 1e300)
+    /// are taken as 0 and large ones are capped far below any overflow.
+    static func tokens(_ v: JSONValue?) -> Int {
+        guard let n = v?.doubleValue else { return 0 }
+        return Checked.int(n, in: 0...(1 << 40)) ?? 0
+    }
+
+    static func cost(_ v: Double?) -> Double {
+        guard let v, v.isFinite, v > 0 else { return 0 }
+        return min(v, 1e9)
     }
 
     /// Calls without an id get one (some servers omit it); the model needs
@@ -180,7 +206,7 @@ enum ChatResponseDecoder {
                                   arguments: tc["function"]?["arguments"]?.stringValue ?? ""))
         }
         var u = body["usage"].map(usage) ?? Usage(promptTokens: 0, completionTokens: 0, costUSD: 0)
-        if let cost { u.costUSD = cost }
+        if let cost { u.costUSD = ChatResponseDecoder.cost(cost) }
         return ChatResponse(content: message["content"]?.stringValue ?? "", toolCalls: named(calls),
                             finishReason: choice["finish_reason"]?.stringValue, usage: u,
                             model: body["model"]?.stringValue, streamed: false)

@@ -142,7 +142,7 @@ public final class GatewayClient: Sendable {
     /// Parse Retry-After: delta-seconds or an HTTP date.
     static func retryAfter(_ value: String?) -> Double? {
         guard let v = value?.trimmingCharacters(in: .whitespaces), !v.isEmpty else { return nil }
-        if let s = Double(v), s >= 0 { return s }
+        if let s = Double(v), s.isFinite, s >= 0 { return s }
         let f = DateFormatter()
         f.locale = Locale(identifier: "en_US_POSIX")
         f.timeZone = TimeZone(identifier: "GMT")
@@ -225,7 +225,11 @@ public final class GatewayClient: Sendable {
                 var acc = ChatStreamAccumulator()
                 var done = false
                 for try await buffer in response.body {
-                    for payload in decoder.feed(buffer.readableBytesView) where !done {
+                    let payloads = decoder.feed(buffer.readableBytesView)
+                    if decoder.overflowed {
+                        throw GatewayError(.invalidResponse, "the gateway streamed an event larger than \(SSEDecoder.maxEvent) bytes")
+                    }
+                    for payload in payloads where !done {
                         if payload == "[DONE]" { done = true; break }
                         guard let chunk = try? AgentdJSON.decoder.decode(JSONValue.self, from: Data(payload.utf8)) else {
                             throw GatewayError(.invalidResponse, "the gateway streamed a chunk that is not JSON")

@@ -7,6 +7,10 @@ struct SSEDecoder {
     private var data: [UInt8] = []
     private var hasData = false
     private var lastWasCR = false
+    /// An event (its lines) larger than `maxEvent`: the rest of it is
+    /// dropped and the caller should give up on the stream.
+    private(set) var overflowed = false
+    static let maxEvent = 32 << 20
 
     /// Returns the `data` payloads of the events completed by `bytes`.
     mutating func feed(_ bytes: some Sequence<UInt8>) -> [String] {
@@ -19,8 +23,10 @@ struct SSEDecoder {
             if b == UInt8(ascii: "\n") || b == UInt8(ascii: "\r") {
                 lastWasCR = b == UInt8(ascii: "\r")
                 if let e = endLine() { out.append(e) }
-            } else {
+            } else if line.count + data.count < Self.maxEvent {
                 line.append(b)
+            } else {
+                overflowed = true
             }
         }
         return out

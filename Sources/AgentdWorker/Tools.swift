@@ -151,10 +151,10 @@ struct Toolbox: Sendable {
         let cwd = try string(args, "cwd", required: false)
         var timeout = defaultTimeout
         if let t = args["timeout_s"] {
-            guard let secs = t.doubleValue, secs > 0, secs.isFinite else {
-                throw ArgumentError(message: "timeout_s must be a positive number")
+            guard let secs = t.doubleValue, let d = Checked.clampedDuration(seconds: secs, max: maxTimeout) else {
+                throw ArgumentError(message: "timeout_s must be a positive number of seconds")
             }
-            timeout = min(.milliseconds(Int64(secs * 1000)), maxTimeout)
+            timeout = d
         }
         let sid = try await sandbox()
         let env = try await sessions.environment(session, agent: agent)

@@ -59,6 +59,7 @@ struct SandboxFiles {
         case ENOTEMPTY: return SandboxError(.conflict, "\(path) is not empty", field: "path", errno: e)
         case EACCES, EPERM, EROFS: return SandboxError(.invalidArgument, "\(path): \(String(cString: strerror(e)))", field: "path", errno: e)
         case ENOSPC, EDQUOT: return SandboxError(.conflict, "\(path): no space left", field: "path", errno: e)
+        case ENAMETOOLONG: return SandboxError(.invalidArgument, "\(path): the name is too long", field: "path", errno: e)
         default: return Posix.error(path, e)
         }
     }
@@ -173,7 +174,9 @@ struct SandboxFiles {
             Glibc.close(dfd)
             throw SandboxError(.conflict, "\(abs) is a directory", field: "path")
         }
-        let tmp = ".\(name).agentd-\(UInt32.random(in: 0...UInt32.max))"
+        // Not derived from `name`: a name near NAME_MAX must not make the
+        // temporary one too long.
+        let tmp = ".agentd-upload-\(UInt64.random(in: 0...UInt64.max))"
         let fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode_t(mode & 0o7777))
         guard fd >= 0 else {
             let e = errno

@@ -22,6 +22,10 @@ public enum SandboxPath {
                 }
                 parts.removeLast()
             default:
+                guard comp.utf8.count <= 255 else {
+                    throw SandboxError(.invalidArgument, "a name in path \"\(path.prefix(64))...\" is longer than 255 bytes",
+                                       field: "path")
+                }
                 parts.append(comp)
             }
         }

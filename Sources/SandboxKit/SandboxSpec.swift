@@ -204,7 +204,10 @@ public struct SandboxSpec: Sendable, Codable, Equatable {
 
 public enum ImageName {
     public static func isValid(_ s: String) -> Bool {
-        guard !s.isEmpty, s.utf8.count <= 64, s != ".", s != ".." else { return false }
+        // The first character is a letter or digit: names starting with a
+        // dot are agentd's own (images/.versions).
+        guard let first = s.utf8.first, s.utf8.count <= 64,
+              (first >= 0x30 && first <= 0x39) || (first >= 0x61 && first <= 0x7A) else { return false }
         return s.utf8.allSatisfy { c in
             (c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x7A) || c == 0x2E || c == 0x5F || c == 0x2D
         }

@@ -9,7 +9,7 @@ struct Agentd: AsyncParsableCommand {
         commandName: "agentd",
         abstract: "Run AI agents for several teams, each session in its own Linux sandbox.",
         version: AgentdVersion.string,
-        subcommands: [Serve.self, SandboxCommand.self, ImageCommand.self, OpenAPICommand.self])
+        subcommands: [Serve.self, SandboxCommand.self, ImageCommand.self, AdminKeyCommand.self, OpenAPICommand.self])
 
     /// Swift concurrency runs on NIO's event loop threads (the same threads
     /// as the HTTP server's I/O) instead of a pool of its own: a request no

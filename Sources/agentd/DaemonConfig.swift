@@ -173,12 +173,19 @@ struct DaemonConfig: Codable, Equatable {
         guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(logLevel) else {
             throw ConfigError("log_level must be one of trace, debug, info, notice, warning, error, critical")
         }
-        guard idleStopSeconds >= 0 else { throw ConfigError("idle_stop_seconds must be 0 (never) or more") }
+        guard (0...31_536_000).contains(idleStopSeconds) else {
+            throw ConfigError("idle_stop_seconds must be 0 (never) to 31536000 (a year)")
+        }
         guard ["auto", "v1", "v2", "none"].contains(sandbox.cgroupDriver) else {
             throw ConfigError("sandbox.cgroup_driver must be auto, v1, v2 or none")
         }
-        guard sandbox.memoryMB >= 16, sandbox.pids >= 8, sandbox.cpus > 0, sandbox.tmpMB >= 1 else {
-            throw ConfigError("sandbox limits must be positive (memory_mb >= 16, pids >= 8)")
+        // Upper bounds too: every number here is converted (to bytes, to
+        // milliseconds) where an out-of-range value would trap or wrap.
+        guard (16...(1 << 24)).contains(sandbox.memoryMB), (8...(1 << 22)).contains(sandbox.pids),
+              sandbox.cpus.isFinite, sandbox.cpus >= 0.01, sandbox.cpus <= 4096,
+              (1...(1 << 24)).contains(sandbox.tmpMB) else {
+            throw ConfigError("sandbox limits out of range (memory_mb 16 to 16777216, pids 8 to 4194304, "
+                              + "cpus 0.01 to 4096, tmp_mb 1 to 16777216)")
         }
         guard (16...1_048_576).contains(sandbox.openFiles) else {
             throw ConfigError("sandbox.open_files must be 16 to 1048576")
@@ -189,8 +196,8 @@ struct DaemonConfig: Codable, Equatable {
         guard (1...3600).contains(sandbox.startTimeoutS) else {
             throw ConfigError("sandbox.start_timeout_s must be 1 to 3600")
         }
-        guard exec.defaultTimeoutS > 0, exec.maxOutputBytes >= 1024 else {
-            throw ConfigError("exec.default_timeout_s and exec.max_output_bytes must be positive")
+        guard (1...86400).contains(exec.defaultTimeoutS), (1024...(1 << 30)).contains(exec.maxOutputBytes) else {
+            throw ConfigError("exec.default_timeout_s must be 1 to 86400 and exec.max_output_bytes 1024 to 1073741824")
         }
         if !gateway.url.isEmpty {
             guard let u = URLComponents(string: gateway.url), ["http", "https"].contains(u.scheme ?? ""),
@@ -198,17 +205,19 @@ struct DaemonConfig: Codable, Equatable {
                 throw ConfigError("gateway.url must be an http(s) URL, e.g. http://127.0.0.1:4000/v1")
             }
         }
-        guard gateway.timeoutS > 0, (1...20).contains(gateway.maxAttempts) else {
-            throw ConfigError("gateway.timeout_s must be positive and gateway.max_attempts 1 to 20")
+        guard (1...86400).contains(gateway.timeoutS), (1...20).contains(gateway.maxAttempts) else {
+            throw ConfigError("gateway.timeout_s must be 1 to 86400 and gateway.max_attempts 1 to 20")
         }
         guard ["auto", "always", "never"].contains(gateway.stream) else {
             throw ConfigError("gateway.stream must be auto, always or never")
         }
         guard (1...256).contains(worker.concurrency) else { throw ConfigError("worker.concurrency must be 1 to 256") }
-        guard worker.leaseSeconds >= 3, worker.maxSteps >= 1, worker.maxRunSeconds >= 1, worker.toolTimeoutS >= 1,
-              worker.maxToolOutputBytes >= 256, worker.contextChars >= 1000 else {
-            throw ConfigError("worker limits must be positive (lease_seconds >= 3, max_tool_output_bytes >= 256, "
-                              + "context_chars >= 1000)")
+        guard (3...3600).contains(worker.leaseSeconds), (1...1000).contains(worker.maxSteps),
+              (1...86400).contains(worker.maxRunSeconds), (1...86400).contains(worker.toolTimeoutS),
+              (256...(16 << 20)).contains(worker.maxToolOutputBytes), (1000...(1 << 30)).contains(worker.contextChars) else {
+            throw ConfigError("worker limits out of range (lease_seconds 3 to 3600, max_steps 1 to 1000, "
+                              + "max_run_seconds and tool_timeout_s 1 to 86400, max_tool_output_bytes 256 to 16777216, "
+                              + "context_chars 1000 to 1073741824)")
         }
         guard (1...65535).contains(worker.harnessPort) else { throw ConfigError("worker.harness_port must be 1 to 65535") }
         _ = try listenAddress()

@@ -1,3 +1,4 @@
+import AgentdModel
 import ArgumentParser
 import LinuxSandbox
 import Logging
@@ -17,6 +18,7 @@ struct SandboxCommand: AsyncParsableCommand {
 /// `agentd sandbox run`: one command in a fresh sandbox that is removed
 /// afterwards, streaming output and exiting with the command's status.
 struct SandboxRun: AsyncParsableCommand {
+    static let maxTimeout: Duration = .seconds(31_536_000)
     static let configuration = CommandConfiguration(
         commandName: "run",
         abstract: "Run one command in a fresh sandbox and remove it afterwards.",
@@ -93,7 +95,9 @@ struct SandboxRun: AsyncParsableCommand {
         if argv.first == "--" { argv.removeFirst() }
         guard !argv.isEmpty else { throw ValidationError("give the command after --, e.g. agentd sandbox run -- /bin/true") }
         let spec = try spec()
-        if let timeout, !(timeout > 0) { throw ValidationError("--timeout must be positive") }
+        if let timeout, Checked.duration(seconds: timeout, max: Self.maxTimeout) == nil {
+            throw ValidationError("--timeout must be more than 0 and at most 31536000 seconds")
+        }
 
         var logger = Logger(label: "agentd")
         logger.logLevel = .warning
@@ -117,7 +121,7 @@ struct SandboxRun: AsyncParsableCommand {
             try await backend.start(id)
             let process = try await backend.exec(id, ExecRequest(
                 command: .argv(argv), cwd: cwd, stdin: stdinBytes,
-                timeout: timeout.map { .milliseconds(Int64($0 * 1000)) }))
+                timeout: timeout.flatMap { Checked.duration(seconds: $0, max: Self.maxTimeout) }))
             code = try await withThrowingTaskGroup(of: Int32?.self) { group in
                 group.addTask {
                     for try await event in process.events {

@@ -124,7 +124,14 @@ struct Daemon {
         let services = Services(config: core, store: store, backend: backend, secretBox: box,
                                 version: AgentdVersion.string, logger: logger)
         let adminKey = state + "/admin.key"
-        try await services.auth.bootstrap(adminKeyPath: adminKey)
+        let access = try await services.auth.bootstrap(adminKeyPath: adminKey)
+        let accessLine: String
+        switch access {
+        case .keyFile(let path): accessLine = "admin key in \(path)"
+        case .otherKeys: accessLine = "the admin key in \(adminKey) is revoked; other admin keys are active"
+        case .none:
+            accessLine = "no active admin key: mint one with `agentd admin-key --state-dir \(state)` (as root)"
+        }
         try await services.sessions.recover()
 
         let readyFlag = ReadyFlag()
@@ -143,7 +150,7 @@ struct Daemon {
             writeAll(1, Array("agentd listening on \(address.hasPrefix("http") ? address : "unix:" + address)\n".utf8))
             if listeners.up() == expected {
                 readyFlag.set()
-                writeAll(1, Array("agentd \(AgentdVersion.string) ready; admin key in \(adminKey)\n".utf8))
+                writeAll(1, Array("agentd \(AgentdVersion.string) ready; \(accessLine)\n".utf8))
                 Notify.send("READY=1\nSTATUS=serving")
             }
         }
