@@ -5,12 +5,15 @@ public struct AgentdError: Error, Sendable, Equatable, CustomStringConvertible {
     public var code: String
     public var message: String
     public var field: String?
+    /// Seconds for a `Retry-After` header (429, 503, 507).
+    public var retryAfter: Int?
 
-    public init(status: Int, code: String, message: String, field: String? = nil) {
+    public init(status: Int, code: String, message: String, field: String? = nil, retryAfter: Int? = nil) {
         self.status = status
         self.code = code
         self.message = message
         self.field = field
+        self.retryAfter = retryAfter
     }
 
     public var description: String { "\(code): \(message)" + (field.map { " (field \($0))" } ?? "") }

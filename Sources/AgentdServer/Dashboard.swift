@@ -20,6 +20,11 @@ enum Dashboard {
     static let csrfHeader = HTTPField.Name("X-CSRF-Token")!
     /// Paths the auth middleware lets through without a key or cookie.
     static let openPaths: Set<String> = ["/", "/ui", "/ui/", "/ui/app.js", "/ui/app.css", "/ui/login"]
+    /// The routes `register` adds (for the 405 answers' Allow header).
+    static let routes: [(String, String)] = [
+        ("GET", "/"), ("GET", "/ui/"), ("GET", "/ui/app.js"), ("GET", "/ui/app.css"), ("POST", "/ui/login"),
+        ("GET", "/ui/session"), ("POST", "/ui/logout"),
+    ]
 
     /// Everything the page may load comes from agentd itself; it may not be
     /// framed, and nothing it loads may send the page's address elsewhere.

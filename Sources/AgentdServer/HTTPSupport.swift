@@ -54,13 +54,21 @@ enum HTTP {
         let bytes = (try? AgentdJSON.encoder.encode(ErrorBody(e))) ?? Data("{}".utf8)
         var headers = jsonHeaders
         if e.status == 401 { headers[.wwwAuthenticate] = "Bearer" }
+        if let seconds = e.retryAfter { headers[.retryAfter] = String(seconds) }
         return Response(status: .init(code: e.status), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
     }
 
-    /// Parse a JSON body strictly: valid JSON, an object, no unknown fields
-    /// (nested objects too), then typed decoding with field names in errors.
+    /// Parse a JSON body strictly: `Content-Type: application/json` (415
+    /// otherwise), no larger than `limit` (413 from the announced length,
+    /// before reading), valid JSON, an object, no key twice, no unknown
+    /// fields (nested objects too), then typed decoding with field names in
+    /// errors.  The body is decoded once, straight into `T`.
     static func decode<T: Decodable>(_ type: T.Type, from request: Request, allowed: Set<String>,
                                      nested: [String: Set<String>] = [:], limit: Int = 1 << 20) async throws -> T {
+        try requireJSON(request)
+        if let announced = request.headers[.contentLength].flatMap({ Int($0) }), announced > limit {
+            throw AgentdError.tooLarge("the request body (\(announced) bytes) is larger than \(limit) bytes")
+        }
         var request = request
         let buffer: ByteBuffer
         do {
@@ -70,29 +78,49 @@ enum HTTP {
         } catch is NIOTooManyBytesError {
             throw AgentdError.tooLarge("the request body is larger than \(limit) bytes")
         }
-        let data = Data(buffer.readableBytesView)
-        if data.isEmpty { throw AgentdError.invalid("a JSON body is required") }
-        let value: JSONValue
-        do {
-            value = try AgentdJSON.decoder.decode(JSONValue.self, from: data)
-        } catch {
-            throw AgentdError.invalid("the body is not valid JSON")
+        let bytes = Array(buffer.readableBytesView)
+        guard let first = bytes.first(where: { !isJSONSpace($0) }) else { throw AgentdError.invalid("a JSON body is required") }
+        guard first == UInt8(ascii: "{") else { throw AgentdError.invalid("the body must be a JSON object") }
+        let scan = JSONStrict.scan(bytes)
+        switch scan.problem {
+        case .duplicateKey(let path, let key)?:
+            let f = path.isEmpty ? key : path + "." + key
+            throw AgentdError.invalid("the field \"\(f)\" appears twice", field: f)
+        case .tooDeep(let depth)?:
+            throw AgentdError.invalid("the body is nested deeper than \(depth) levels")
+        case nil:
+            break
         }
-        guard case .object(let object) = value else { throw AgentdError.invalid("the body must be a JSON object") }
-        for key in object.keys where !allowed.contains(key) {
+        for key in scan.keys[""] ?? [] where !allowed.contains(key) {
             throw AgentdError.invalid("unknown field \"\(key)\"", field: key)
         }
         for (key, fields) in nested {
-            guard let inner = object[key], inner != .null else { continue }
-            guard case .object(let o) = inner else { throw AgentdError.invalid("\(key) must be an object", field: key) }
-            for k in o.keys where !fields.contains(k) {
+            for k in scan.keys[key] ?? [] where !fields.contains(k) {
                 throw AgentdError.invalid("unknown field \"\(key).\(k)\"", field: "\(key).\(k)")
             }
         }
         do {
-            return try AgentdJSON.decoder.decode(T.self, from: data)
+            return try AgentdJSON.decoder.decode(T.self, from: Data(bytes))
         } catch let e as DecodingError {
+            if case .dataCorrupted(let c) = e, c.codingPath.isEmpty {
+                throw AgentdError.invalid("the body is not valid JSON")
+            }
             throw describe(e)
+        }
+    }
+
+    static func isJSONSpace(_ b: UInt8) -> Bool { b == 0x20 || b == 0x0A || b == 0x0D || b == 0x09 }
+
+    /// JSON bodies must say so: `application/json` or a `+json` type, with
+    /// any parameters (charset).  Anything else is a 415.
+    static func requireJSON(_ request: Request) throws {
+        let type = request.headers[.contentType].map {
+            String($0.split(separator: ";", maxSplits: 1).first ?? "").trimmingSpaces.lowercased()
+        } ?? ""
+        guard type == "application/json" || (type.hasPrefix("application/") && type.hasSuffix("+json")) else {
+            throw AgentdError(status: 415, code: "unsupported_media_type",
+                              message: type.isEmpty ? "send the JSON body with Content-Type: application/json"
+                                  : "the body must be application/json, not \(type)")
         }
     }
 
@@ -206,6 +234,15 @@ struct ErrorMiddleware: RouterMiddleware {
         case let e as HTTPError:
             switch e.status {
             case .notFound:
+                // A known path with another method is a 405 saying which
+                // methods it has (the router only knows "no route").
+                if let allow = AllowedMethods.for(path: request.uri.path) {
+                    var r = HTTP.error(AgentdError(status: 405, code: "method_not_allowed",
+                                                   message: "\(request.method) is not allowed on \(request.uri.path); "
+                                                       + "allowed: \(allow)"))
+                    r.headers[.allow] = allow
+                    return r
+                }
                 return HTTP.error(AgentdError(status: 404, code: "route_not_found",
                                               message: "no route \(request.method) \(request.uri.path)"))
             case .methodNotAllowed:
@@ -282,5 +319,35 @@ extension String {
         while s.first == " " { s.removeFirst() }
         while s.last == " " { s.removeLast() }
         return String(s)
+    }
+}
+
+/// The methods of every served path, from the same tables the router is
+/// built from (the API's endpoints and the dashboard's routes).
+enum AllowedMethods {
+    private static let table: [(segments: [Substring], methods: [String])] = {
+        var byPath: [String: [String]] = [:]
+        var order: [String] = []
+        for (method, path) in API.endpoints.map({ ($0.method.rawValue, $0.path) }) + Dashboard.routes {
+            if byPath[path] == nil { order.append(path) }
+            byPath[path, default: []].append(method)
+        }
+        return order.map { path in
+            var methods = byPath[path] ?? []
+            if methods.contains("GET") { methods.append("HEAD") }
+            return (path.split(separator: "/"), methods)
+        }
+    }()
+
+    /// "GET, POST" for a path some route serves; nil for an unknown path.
+    static func `for`(path: String) -> String? {
+        let parts = path.split(separator: "/")
+        for entry in table where entry.segments.count == parts.count {
+            let matches = zip(entry.segments, parts).allSatisfy { template, part in
+                template.hasPrefix("{") || template == part
+            }
+            if matches { return entry.methods.joined(separator: ", ") }
+        }
+        return nil
     }
 }

@@ -59,10 +59,11 @@ public struct API: Sendable {
         self.openAPI = openAPI
     }
 
-    public func router(logger: Logger) -> Router<AgentdContext> {
+    public func router(logger: Logger, limits: ConnectionLimits = ConnectionLimits()) -> Router<AgentdContext> {
         let router = Router(context: AgentdContext.self)
         router.add(middleware: ErrorMiddleware(logger: logger))
         router.add(middleware: AuthMiddleware(auth: services.auth, signIns: services.signIns))
+        router.add(middleware: BodyLimitMiddleware(limits: limits))
         Dashboard.register(on: router, services: services)
         for e in API.endpoints {
             let path = RouterPath(e.path)
@@ -284,8 +285,11 @@ public struct API: Sendable {
 /// POST /v1/sessions/{id}/exec: JSON with the collected output, or
 /// Server-Sent Events (`stdout`, `stderr`, `exit`) as it runs.
 enum Exec {
+    /// An exec body carries up to 16 MiB of stdin, JSON-escaped.
+    static let maxBody = 20 << 20
+
     static func handle(services s: Services, request: Request, context: AgentdContext) async throws -> Response {
-        let input = try await HTTP.decode(ExecInput.self, from: request, allowed: ExecInput.fields, limit: 20 << 20)
+        let input = try await HTTP.decode(ExecInput.self, from: request, allowed: ExecInput.fields, limit: maxBody)
         let (process, _) = try await s.sessions.exec(try context.caller(), id: try API.param(context, "id"), input)
         if request.headers[.accept]?.contains("text/event-stream") == true {
             return Response(status: .ok, headers: SSE.headers, body: ResponseBody { writer in

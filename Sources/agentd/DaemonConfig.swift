@@ -1,4 +1,5 @@
 import AgentdModel
+import AgentdServer
 import TOMLKit
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -72,6 +73,22 @@ struct DaemonConfig: Codable, Equatable {
         }
     }
 
+    /// Connections and requests: how slow, idle or large a client may be.
+    struct HTTP: Codable, Equatable {
+        var idleTimeoutS: Int = 60
+        var headerTimeoutS: Int = 10
+        var minBodyRate: Int = 1024
+        var writeStallTimeoutS: Int = 60
+        var maxConnections: Int = 10_000
+        var bodyMemoryMB: Int = 64
+
+        enum CodingKeys: String, CodingKey {
+            case idleTimeoutS = "idle_timeout_s", headerTimeoutS = "header_timeout_s", minBodyRate = "min_body_rate"
+            case writeStallTimeoutS = "write_stall_timeout_s", maxConnections = "max_connections"
+            case bodyMemoryMB = "body_memory_mb"
+        }
+    }
+
     var stateDir: String = "/var/lib/agentd"
     var runDir: String = ""
     var listen: String = "127.0.0.1:8787"
@@ -83,18 +100,21 @@ struct DaemonConfig: Codable, Equatable {
     var exec = Exec()
     var gateway = Gateway()
     var worker = Worker()
+    var http = HTTP()
 
     enum CodingKeys: String, CodingKey {
         case stateDir = "state_dir", runDir = "run_dir", listen, socket, socketGroup = "socket_group"
-        case logLevel = "log_level", idleStopSeconds = "idle_stop_seconds", sandbox, exec, gateway, worker
+        case logLevel = "log_level", idleStopSeconds = "idle_stop_seconds", sandbox, exec, gateway, worker, http
     }
 
     static let topKeys: Set<String> = ["state_dir", "run_dir", "listen", "socket", "socket_group", "log_level",
-                                       "idle_stop_seconds", "sandbox", "exec", "gateway", "worker"]
+                                       "idle_stop_seconds", "sandbox", "exec", "gateway", "worker", "http"]
     static let nestedKeys: [String: Set<String>] = [
         "sandbox": ["cgroup_driver", "cgroup_parent", "default_image", "memory_mb", "cpus", "pids", "tmp_mb",
                     "open_files", "netns_pool", "warm_pool", "spare_roots", "start_timeout_s", "adopt_running", "allow_32bit"],
         "exec": ["default_timeout_s", "max_output_bytes"],
+        "http": ["idle_timeout_s", "header_timeout_s", "min_body_rate", "write_stall_timeout_s", "max_connections",
+                 "body_memory_mb"],
         "gateway": ["url", "key", "timeout_s", "max_attempts", "stream"],
         "worker": ["concurrency", "lease_seconds", "max_steps", "max_run_seconds", "max_tool_output_bytes",
                    "tool_timeout_s", "context_chars", "harness_port"],
@@ -220,7 +240,25 @@ struct DaemonConfig: Codable, Equatable {
                               + "context_chars 1000 to 1073741824)")
         }
         guard (1...65535).contains(worker.harnessPort) else { throw ConfigError("worker.harness_port must be 1 to 65535") }
+        guard (1...86400).contains(http.idleTimeoutS), (1...3600).contains(http.headerTimeoutS),
+              (0...(1 << 30)).contains(http.minBodyRate), (1...86400).contains(http.writeStallTimeoutS),
+              (16...1_000_000).contains(http.maxConnections), (1...65536).contains(http.bodyMemoryMB) else {
+            throw ConfigError("http settings out of range (idle_timeout_s 1 to 86400, header_timeout_s 1 to 3600, "
+                              + "min_body_rate 0 to 1073741824, write_stall_timeout_s 1 to 86400, "
+                              + "max_connections 16 to 1000000, body_memory_mb 1 to 65536)")
+        }
         _ = try listenAddress()
+    }
+
+    var connectionLimits: ConnectionLimits {
+        var l = ConnectionLimits()
+        l.idleTimeout = .seconds(http.idleTimeoutS)
+        l.headerTimeout = .seconds(http.headerTimeoutS)
+        l.minBodyRate = http.minBodyRate
+        l.writeStallTimeout = .seconds(http.writeStallTimeoutS)
+        l.maxConnections = http.maxConnections
+        l.bodyMemory = http.bodyMemoryMB << 20
+        return l
     }
 
     var resolvedRunDir: String { runDir.isEmpty ? (stateDir == "/var/lib/agentd" ? "/run/agentd" : stateDir + "/run") : runDir }

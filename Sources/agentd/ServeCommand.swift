@@ -137,7 +137,8 @@ struct Daemon {
         let readyFlag = ReadyFlag()
         let api = API(services: services, metrics: { registry.emitToString() }, ready: { readyFlag.isReady },
                       openAPI: { OpenAPIDocument.render(API.endpoints, version: AgentdVersion.string) })
-        let router = api.router(logger: logger)
+        let limits = cfg.connectionLimits
+        let router = api.router(logger: logger, limits: limits)
 
         var servers: [any Service] = []
         let listeners = ListenerCount()
@@ -156,8 +157,8 @@ struct Daemon {
         }
         if let (host, port) = tcp {
             servers.append(Application(
-                router: router,
-                configuration: .init(address: .hostname(host, port: port), serverName: "agentd"),
+                router: router, server: GuardedHTTP1Channel.builder(limits),
+                configuration: limits.configuration(.hostname(host, port: port)),
                 onServerRunning: { channel in
                     let port = channel.localAddress?.port ?? port
                     announce("http://\(host.contains(":") ? "[\(host)]" : host):\(port)")
@@ -166,8 +167,8 @@ struct Daemon {
         }
         let group = cfg.socketGroup
         servers.append(Application(
-            router: router,
-            configuration: .init(address: .unixDomainSocket(path: socketPath), serverName: "agentd"),
+            router: router, server: GuardedHTTP1Channel.builder(limits),
+            configuration: limits.configuration(.unixDomainSocket(path: socketPath)),
             onServerRunning: { _ in
                 chmod(socketPath, 0o660)
                 if let g = getgrnam(group) { chown(socketPath, 0, g.pointee.gr_gid) }

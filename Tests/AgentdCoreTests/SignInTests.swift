@@ -14,7 +14,7 @@ func withAuth(_ body: (Store, AuthService, String) async throws -> Void) async t
     logger.logLevel = .error
     let store = try Store(path: path, logger: logger)
     let auth = AuthService(store: store, logger: logger)
-    try await auth.bootstrap(adminKeyPath: path + ".admin.key")
+    _ = try await auth.bootstrap(adminKeyPath: path + ".admin.key")
     let admin = try String(contentsOfFile: path + ".admin.key", encoding: .utf8)
         .trimmingCharacters(in: .whitespacesAndNewlines)
     try await body(store, auth, admin)

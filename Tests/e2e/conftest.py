@@ -144,8 +144,10 @@ class Daemon:
             if m:
                 self.port = int(m.group(1))
             if "ready" in line:
+                self.ready_line = line.strip()
                 break
-        self.api = API(f"http://127.0.0.1:{self.port}", self.admin_key)
+        key_file = os.path.join(self.state, "admin.key")
+        self.api = API(f"http://127.0.0.1:{self.port}", self.admin_key if os.path.exists(key_file) else None)
         return self
 
     def stop(self, sig=signal.SIGTERM):

@@ -15,6 +15,8 @@ Scenarios (a word in the user's message):
   flaky     429 with Retry-After: 1 on the first request of the run, then an answer
   slowstream  a long final answer, streamed slowly (0.15 s a word)
   broken    400 always
+  hugetimeout  exec with timeout_s 1e308, then -1e308, then a final answer
+  hugeusage  a final answer whose usage counts are absurd (1e300, negative)
   (other)   a final answer echoing the message
 The summarizer's requests (system prompt "You compact...") get "SUMMARY-TEXT".
 """
@@ -67,6 +69,17 @@ class Script:
             if step == 0:
                 return call("exec", {"command": "yes abcdefghij | head -c 100000"})
             return {"text": "Output length seen: %d" % len(tool_out)}
+        if "hugetimeout" in text:
+            # A model (or a prompt injection) asking for an absurd timeout:
+            # the tool must answer, not take the daemon down.
+            if step == 0:
+                return call("exec", None, raw='{"command": "echo still-alive", "timeout_s": 1e308}')
+            if step == 1:
+                return call("exec", None, raw='{"command": "echo again", "timeout_s": -1e308}')
+            return {"text": "Tool answered: " + tool_out[:200]}
+        if "hugeusage" in text:
+            return {"text": "counted", "usage": {"prompt_tokens": 1e300, "completion_tokens": -5,
+                                                  "total_tokens": 1e300}}
         if "loop" in text:
             return call("exec", {"command": "true"})
         if "flaky" in text:
@@ -120,8 +133,8 @@ class Handler(BaseHTTPRequestHandler):
         completion_tokens = 7
         model = body.get("model", "scripted")
         cid = "chatcmpl-" + uuid.uuid4().hex[:12]
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                 "total_tokens": prompt_tokens + completion_tokens}
+        usage = turn.get("usage") or {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                                      "total_tokens": prompt_tokens + completion_tokens}
         if not body.get("stream"):
             msg = {"role": "assistant", "content": turn.get("text")}
             finish = "stop"

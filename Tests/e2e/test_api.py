@@ -248,7 +248,7 @@ def test_bad_input_gets_a_4xx_naming_the_problem(api):
         ("POST", f"/v1/sessions/{s['id']}/sandbox/explode", None, 404, None),
         ("PUT", "/v1/secrets/bad-name", json.dumps({"value": "x"}).encode(), 400, "name"),
         ("GET", "/v1/no/such/route", None, 404, None),
-        ("POST", "/healthz", None, 404, None),
+        ("POST", "/healthz", None, 405, None),
     ]
     for method, path, body, status, field in cases:
         r = api.req(method, path, data=body, headers={"Content-Type": "application/json"})
