@@ -171,7 +171,11 @@ public enum OpenAPIDocument {
             var ok: [(String, JSONValue)] = [("description", str(e.status == 204 ? "Done" : "Success"))]
             if let r = e.response, e.status != 204 { ok.append(("content", content(r))) }
             responses.append((String(e.status), obj(ok)))
-            let errors = e.open ? [("503", "Not ready")] : errorStatuses
+            var errors = e.open ? [("503", "Not ready")] : errorStatuses
+            if let body = e.body, body != "binary" {
+                errors.append(("415", "The body is not application/json"))
+                errors.append(("503", "Too many large requests at once (Retry-After)"))
+            }
             for (code, text) in errors {
                 responses.append((code, obj([("description", str(text)), ("content", content("Error"))])))
             }

@@ -193,3 +193,84 @@ def test_last_event_id_beyond_the_end_resumes_with_the_next_event(daemon):
     api.post(f"/v1/sessions/{sid}/messages", {"content": "two"})
     t.join(30)
     assert [e["id"] for e in result["events"]][:1] == [last + 1], result
+
+
+def raw_connection(daemon):
+    s = socket.create_connection(("127.0.0.1", daemon.port), timeout=30)
+    return s
+
+
+def closed_within(s, seconds):
+    """True when the server closes the connection within `seconds`."""
+    s.settimeout(seconds)
+    try:
+        while True:
+            data = s.recv(65536)
+            if not data:
+                return True
+    except (socket.timeout, TimeoutError):
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def test_slow_idle_and_lying_clients_are_cut_off(make_daemon):
+    from conftest import write_config
+    cfg = write_config("[http]\nidle_timeout_s = 2\nheader_timeout_s = 2\nwrite_stall_timeout_s = 2\n")
+    d = make_daemon(extra_args=["--config", cfg])
+    key = d.admin_key
+    # An idle keep-alive connection.
+    idle = raw_connection(d)
+    # Slow-loris headers: a byte a second never finishes the head.
+    loris = raw_connection(d)
+    loris.sendall(b"GET /v1/teams HTTP/1.1\r\nHost: x\r\n")
+    # A body shorter than announced.
+    liar = raw_connection(d)
+    liar.sendall(b"PUT /v1/sessions/ses_00000000000000000000/files/content?path=x HTTP/1.1\r\nHost: x\r\n"
+                 b"Authorization: Bearer " + key.encode() + b"\r\nContent-Length: 5000000000\r\n\r\n0123456789abcdef")
+    t0 = time.time()
+    for _ in range(4):
+        loris.sendall(b"X-a: b\r\n")
+        time.sleep(0.8)
+    assert closed_within(loris, 3), "slow headers kept their connection"
+    assert closed_within(idle, 3), "an idle connection stayed open"
+    assert closed_within(liar, 4), "a body shorter than announced held its connection"
+    assert time.time() - t0 < 15
+    for s in (idle, loris, liar):
+        s.close()
+    alive(d)
+
+
+def test_a_body_larger_than_the_route_takes_is_refused_before_it_is_read(daemon):
+    s = raw_connection(daemon)
+    s.sendall(b"POST /v1/agents HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + daemon.admin_key.encode()
+              + b"\r\nContent-Type: application/json\r\nContent-Length: 5000000000\r\n\r\n{\"na")
+    s.settimeout(10)
+    head = s.recv(65536).decode(errors="replace")
+    assert head.startswith("HTTP/1.1 413"), head
+    assert "connection: close" in head.lower()
+    s.close()
+    alive(daemon)
+
+
+def test_methods_content_types_and_duplicate_keys(daemon):
+    api = daemon.api
+    r = api.req("PUT", "/v1/agents")
+    assert r.status_code == 405 and r.headers["allow"] == "POST, GET, HEAD", (r.status_code, r.headers)
+    r = api.req("PATCH", "/v1/sessions/ses_0000000000000000000000")
+    assert r.status_code == 405 and set(r.headers["allow"].split(", ")) == {"GET", "DELETE", "HEAD"}
+    r = api.req("POST", "/v1/teams", data='{"name": "t"}', headers={"Content-Type": "text/plain"})
+    assert r.status_code == 415 and r.json()["error"]["code"] == "unsupported_media_type"
+    r = api.req("POST", "/v1/teams", data='{"name": "t"}')
+    assert r.status_code == 415
+    r = api.req("POST", "/v1/teams", data='{"name": "a", "name": "b"}', headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["field"] == "name", r.text
+    r = api.req("POST", "/v1/agents", data='{"name": "a", "model": "m", "sandbox": {"image": "minimal", "im\\u0061ge": "x"}}',
+                headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["field"] == "sandbox.image", r.text
+    r = api.req("POST", "/v1/teams", data='{"name": "t"}', headers={"Content-Type": "application/json; charset=utf-8"})
+    assert r.status_code == 201
+    deep = '{"name": "x", "model": "m", "env": ' + '{"a": ' * 100 + '1' + '}' * 100 + '}'
+    r = api.req("POST", "/v1/agents", data=deep, headers={"Content-Type": "application/json"})
+    assert r.status_code == 400
+    alive(daemon)
