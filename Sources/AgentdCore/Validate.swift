@@ -3,18 +3,9 @@ import SandboxKit
 
 /// Input checks shared by the services; each failure names its field.
 enum Validate {
-    /// Names of teams, keys, agents: 1-64 of letters, digits, space, . _ - (not all spaces).
+    /// Names of teams, keys, agents (`Rules.name`, as documented).
     static func name(_ s: String, field: String) throws {
-        guard !s.isEmpty, s.utf8.count <= 64 else {
-            throw AgentdError.invalid("\(field) must be 1 to 64 characters", field: field)
-        }
-        let ok = s.unicodeScalars.allSatisfy { c in
-            (c >= "a" && c <= "z") || (c >= "A" && c <= "Z") || (c >= "0" && c <= "9") || c == "." || c == "_"
-                || c == "-" || c == " "
-        }
-        guard ok, s.trimmingSpaces == s, !s.trimmingSpaces.isEmpty else {
-            throw AgentdError.invalid("\(field) may contain letters, digits, spaces, '.', '_' and '-' only", field: field)
-        }
+        try Rules.name.check(s, field: field)
     }
 
     static func text(_ s: String, field: String, max: Int, allowEmpty: Bool = true) throws {
@@ -26,13 +17,13 @@ enum Validate {
     }
 
     static func envName(_ s: String, field: String) throws {
-        guard EnvName.isValid(s) else {
-            throw AgentdError.invalid("\"\(s)\" is not a valid environment variable name", field: field)
+        guard Rules.envName.accepts(s) else {
+            throw AgentdError.invalid("\"\(s.prefix(64))\" is not a valid environment variable name", field: field)
         }
     }
 
     static func id(_ s: String, _ prefix: IDPrefix, field: String) throws {
-        guard Identifier.isValid(s, prefix) else {
+        guard Rules.id(prefix).accepts(s) else {
             throw AgentdError.invalid("\(field) is not a valid \(prefix.rawValue)_ id", field: field)
         }
     }

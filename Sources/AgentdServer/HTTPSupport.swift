@@ -188,7 +188,8 @@ enum HTTP {
     }
 
     static func intQuery(_ request: Request, _ name: String) throws -> Int? {
-        guard let s = query(request, name) else { return nil }
+        // An empty value (`limit=`) is as good as none.
+        guard let s = query(request, name), !s.isEmpty else { return nil }
         guard let v = Int(s) else { throw AgentdError.invalid("\(name) must be an integer", field: name) }
         return v
     }

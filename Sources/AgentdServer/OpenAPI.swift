@@ -36,14 +36,14 @@ public enum OpenAPIDocument {
     static var schemas: [(String, JSONValue)] {
         let usage = object([("prompt_tokens", integer), ("completion_tokens", integer), ("cost_usd", number)])
         let sandbox = object([
-            ("image", string), ("memory_mb", integer), ("cpus", number), ("pids", integer), ("tmp_mb", integer),
+            ("image", Rules.image.schema), ("memory_mb", integer), ("cpus", number), ("pids", integer), ("tmp_mb", integer),
             ("network", enumeration(["none"])), ("user_namespace", boolean), ("read_only_root", boolean),
         ])
         let harness = object([("command", array(string)), ("timeout_s", integer)], required: ["command"])
         let limits = object([("max_steps", integer), ("max_run_seconds", integer), ("max_tool_output_bytes", integer),
                              ("tool_timeout_s", integer)])
         let agentFields: [(String, JSONValue)] = [
-            ("name", string), ("model", string), ("system_prompt", string),
+            ("name", Rules.name.schema), ("model", string), ("system_prompt", string),
             ("tools", array(enumeration(["exec", "read_file", "write_file", "list_files", "edit_file"]))),
             ("sandbox", ref("AgentSandbox")), ("env", map(string)), ("secrets", array(string)),
             ("harness", nullable(ref("AgentHarness"))), ("limits", ref("AgentLimits")),
@@ -52,14 +52,15 @@ public enum OpenAPIDocument {
             ("Error", object([("error", object([("code", string), ("message", string), ("field", nullable(string))],
                                                  required: ["code", "message"]))], required: ["error"])),
             ("Team", object([("id", string), ("name", string), ("created_at", dateTime)], required: ["id", "name"])),
-            ("TeamInput", object([("name", string)], required: ["name"])),
+            ("TeamInput", object([("name", Rules.name.schema)], required: ["name"])),
             ("TeamList", list("Team")),
             ("Key", object([
                 ("id", string), ("name", string), ("team_id", string), ("role", ref("Role")), ("prefix", string),
                 ("created_at", dateTime), ("revoked_at", nullable(dateTime)), ("last_used_at", nullable(dateTime)),
                 ("key", string),
             ], required: ["id", "name", "team_id", "role"])),
-            ("KeyInput", object([("name", string), ("team_id", string), ("role", ref("Role"))], required: ["name", "role"])),
+            ("KeyInput", object([("name", Rules.name.schema), ("team_id", Rules.id(.team).schema), ("role", ref("Role"))],
+                                required: ["name", "role"])),
             ("KeyList", list("Key")),
             ("Role", enumeration(Role.allCases.map(\.rawValue))),
             ("AgentSandbox", sandbox),
@@ -67,11 +68,11 @@ public enum OpenAPIDocument {
             ("AgentLimits", limits),
             ("Agent", object([("id", string), ("team_id", string)] + agentFields
                                 + [("created_at", dateTime), ("updated_at", dateTime)], required: ["id", "name", "model"])),
-            ("AgentInput", object(agentFields + [("team_id", string)])),
+            ("AgentInput", object(agentFields + [("team_id", Rules.id(.team).schema)])),
             ("AgentList", list("Agent")),
             ("Secret", object([("id", string), ("name", string), ("team_id", string), ("agent_id", nullable(string)),
                                ("created_at", dateTime), ("updated_at", dateTime)], required: ["name"])),
-            ("SecretInput", object([("value", string), ("agent_id", string)], required: ["value"])),
+            ("SecretInput", object([("value", string), ("agent_id", Rules.id(.agent).schema)], required: ["value"])),
             ("SecretList", list("Secret")),
             ("Usage", usage),
             ("Session", object([
@@ -81,7 +82,7 @@ public enum OpenAPIDocument {
                 ("active_run_id", nullable(string)), ("usage", ref("Usage")), ("created_at", dateTime),
                 ("updated_at", dateTime),
             ], required: ["id", "agent_id", "status"])),
-            ("SessionInput", object([("agent_id", string), ("title", string)], required: ["agent_id"])),
+            ("SessionInput", object([("agent_id", Rules.id(.agent).schema), ("title", string)], required: ["agent_id"])),
             ("SessionList", list("Session")),
             ("MessageInput", object([("content", string)], required: ["content"])),
             ("MessageAccepted", object([("run_id", string), ("seq", integer)], required: ["run_id", "seq"])),
@@ -156,14 +157,16 @@ public enum OpenAPIDocument {
             ]
             var params: [JSONValue] = []
             for name in pathParameters(e.path) {
-                params.append(obj([("name", str(name)), ("in", str("path")), ("required", .bool(true)), ("schema", string)]))
+                params.append(obj([("name", str(name)), ("in", str("path")), ("required", .bool(true)),
+                                   ("schema", pathRule(e.path, name)?.schema ?? string)]))
             }
             for q in e.query {
-                params.append(obj([("name", str(q)), ("in", str("query")), ("required", .bool(false)), ("schema", string)]))
+                params.append(obj([("name", str(q)), ("in", str("query")), ("required", .bool(false)),
+                                   ("schema", queryRule(e.path, q)?.schema ?? string)]))
             }
             if e.path.hasSuffix("/events") {
                 params.append(obj([("name", str("Last-Event-ID")), ("in", str("header")), ("required", .bool(false)),
-                                   ("schema", string)]))
+                                   ("schema", obj([("type", str("string")), ("pattern", str("^[0-9]{1,18}$"))]))]))
             }
             if !params.isEmpty { op.append(("parameters", .array(params))) }
             if let body = e.body { op.append(("requestBody", obj([("required", .bool(true)), ("content", content(body))]))) }
@@ -195,6 +198,37 @@ public enum OpenAPIDocument {
                 ("securitySchemes", obj([("bearer", obj([("type", str("http")), ("scheme", str("bearer"))]))])),
             ])),
         ])
+    }
+
+    /// The rule the handlers check a path parameter with.
+    static func pathRule(_ path: String, _ name: String) -> FieldRule? {
+        switch name {
+        case "run_id": return Rules.id(.run)
+        case "action": return Rules.sandboxAction
+        case "name": return Rules.envName
+        case "id":
+            if path.hasPrefix("/v1/agents/") { return Rules.id(.agent) }
+            if path.hasPrefix("/v1/sessions/") { return Rules.id(.session) }
+            if path.hasPrefix("/v1/keys/") { return Rules.id(.key) }
+            return nil
+        default: return nil
+        }
+    }
+
+    /// The rule the handlers check a query parameter with.
+    static func queryRule(_ path: String, _ name: String) -> FieldRule? {
+        switch name {
+        case "agent_id": return Rules.id(.agent)
+        case "status": return Rules.sessionStatus
+        case "state": return FieldRule.oneOf(RunState.allCases.map(\.rawValue))
+        case "path": return Rules.sandboxPath
+        case "after": return Rules.seq
+        case "limit":
+            if path == "/v1/sessions" { return Rules.sessionsLimit }
+            if path == "/v1/runs" { return Rules.runsLimit }
+            return Rules.messagesLimit
+        default: return nil
+        }
     }
 
     static func pathParameters(_ path: String) -> [String] {
