@@ -105,7 +105,7 @@ public final class AgentService: Sendable {
         try caller.require(.owner, "change agents")
         var agent = try await get(caller, id: id)
         if input.teamID != nil && input.teamID != agent.teamID {
-            throw AgentdError.invalid("an agent cannot move to another team", field: "team_id")
+            throw AgentdError.conflict("an agent cannot move to another team", field: "team_id")
         }
         if let v = input.name { agent.name = v }
         if let v = input.model { agent.model = v }
@@ -139,11 +139,8 @@ public final class AgentService: Sendable {
 
     func validate(_ a: Agent) async throws {
         try Validate.name(a.name, field: "name")
-        try Validate.text(a.model, field: "model", max: 256, allowEmpty: false)
-        guard a.model.unicodeScalars.allSatisfy({ $0.value > 32 && $0.value < 127 }) else {
-            throw AgentdError.invalid("model must be a model name without spaces (e.g. gpt-4o-mini)", field: "model")
-        }
-        try Validate.text(a.systemPrompt, field: "system_prompt", max: 256 * 1024)
+        try Rules.model.check(a.model, field: "model")
+        try Rules.systemPrompt.check(a.systemPrompt, field: "system_prompt")
         let known = Set(BuiltinTool.allCases.map(\.rawValue))
         for t in a.tools where !known.contains(t) {
             throw AgentdError.invalid("unknown tool \"\(t)\"; known tools: \(known.sorted().joined(separator: ", "))",
@@ -151,67 +148,48 @@ public final class AgentService: Sendable {
         }
         guard Set(a.tools).count == a.tools.count else { throw AgentdError.invalid("tools are repeated", field: "tools") }
         for (k, v) in a.env {
-            try Validate.envName(k, field: "env")
-            guard !k.hasPrefix("AGENTD_") else {
-                throw AgentdError.invalid("AGENTD_ variables are reserved for agentd", field: "env")
-            }
-            try Validate.text(v, field: "env", max: 128 * 1024)
+            try Rules.userEnvName.check(k, field: "env")
+            try Rules.envValue.check(v, field: "env")
         }
         for s in a.secrets { try Validate.envName(s, field: "secrets") }
         try await validateSandbox(a.sandbox)
         if let h = a.harness {
-            guard !h.command.isEmpty, h.command.allSatisfy({ !$0.isEmpty && !$0.contains("\0") }) else {
+            guard !h.command.isEmpty, h.command.allSatisfy({ Rules.argument.accepts($0) }) else {
                 throw AgentdError.invalid("harness.command must be a non-empty argv list", field: "harness.command")
             }
-            if let t = h.timeoutS, !(1...86400).contains(t) {
-                throw AgentdError.invalid("harness.timeout_s must be between 1 and 86400", field: "harness.timeout_s")
-            }
+            if let t = h.timeoutS { try Rules.harnessTimeout.check(t, field: "harness.timeout_s") }
         }
         let l = a.limits
-        if let v = l.maxSteps, !(1...1000).contains(v) {
-            throw AgentdError.invalid("limits.max_steps must be between 1 and 1000", field: "limits.max_steps")
-        }
-        if let v = l.maxRunSeconds, !(1...86400).contains(v) {
-            throw AgentdError.invalid("limits.max_run_seconds must be between 1 and 86400", field: "limits.max_run_seconds")
-        }
-        if let v = l.maxToolOutputBytes, !(256...(16 << 20)).contains(v) {
-            throw AgentdError.invalid("limits.max_tool_output_bytes must be between 256 and 16777216",
-                                      field: "limits.max_tool_output_bytes")
-        }
-        if let v = l.toolTimeoutS, !(1...86400).contains(v) {
-            throw AgentdError.invalid("limits.tool_timeout_s must be between 1 and 86400", field: "limits.tool_timeout_s")
-        }
+        if let v = l.maxSteps { try Rules.maxSteps.check(v, field: "limits.max_steps") }
+        if let v = l.maxRunSeconds { try Rules.maxRunSeconds.check(v, field: "limits.max_run_seconds") }
+        if let v = l.maxToolOutputBytes { try Rules.maxToolOutputBytes.check(v, field: "limits.max_tool_output_bytes") }
+        if let v = l.toolTimeoutS { try Rules.toolTimeout.check(v, field: "limits.tool_timeout_s") }
     }
 
+    /// The document's rules first (400), then what depends on this host:
+    /// an image that is not here (404) and limits beyond the host (409).
     func validateSandbox(_ s: AgentSandbox) async throws {
-        guard ImageName.isValid(s.image) else {
-            throw AgentdError.invalid("sandbox.image must be an image name like \"default\"", field: "sandbox.image")
-        }
+        try Rules.image.check(s.image, field: "sandbox.image")
+        if let m = s.memoryMB { try Rules.memoryMB.check(m, field: "sandbox.memory_mb") }
+        if let c = s.cpus { try Rules.cpus.check(c, field: "sandbox.cpus") }
+        if let p = s.pids { try Rules.pids.check(p, field: "sandbox.pids") }
+        if let t = s.tmpMB { try Rules.tmpMB.check(t, field: "sandbox.tmp_mb") }
+        try Rules.network.check(s.network, field: "sandbox.network")
         let available = await images()
         guard available.contains(s.image) else {
-            throw AgentdError.invalid("image \"\(s.image)\" does not exist (images: \(available.joined(separator: ", ")))",
-                                      field: "sandbox.image")
+            throw AgentdError(status: 404, code: "not_found",
+                              message: "image \"\(s.image)\" does not exist (images: \(available.joined(separator: ", ")))",
+                              field: "sandbox.image")
         }
-        if let m = s.memoryMB {
-            guard m >= 16, let bytes = Checked.bytes(mebibytes: m), bytes <= config.hostMemoryBytes else {
-                throw AgentdError.invalid("sandbox.memory_mb must be between 16 and the host's \(config.hostMemoryBytes >> 20)",
-                                          field: "sandbox.memory_mb")
-            }
+        let hostMB = Int(config.hostMemoryBytes >> 20)
+        if let m = s.memoryMB, m > hostMB {
+            throw AgentdError.exceedsHost("sandbox.memory_mb is more than the host's \(hostMB) MiB", field: "sandbox.memory_mb")
         }
-        if let c = s.cpus {
-            guard c >= 0.01, c <= Double(config.hostCPUs), c.isFinite else {
-                throw AgentdError.invalid("sandbox.cpus must be between 0.01 and the host's \(config.hostCPUs)",
-                                          field: "sandbox.cpus")
-            }
+        if let t = s.tmpMB, t > hostMB {
+            throw AgentdError.exceedsHost("sandbox.tmp_mb is more than the host's \(hostMB) MiB", field: "sandbox.tmp_mb")
         }
-        if let p = s.pids, !(8...65536).contains(p) {
-            throw AgentdError.invalid("sandbox.pids must be between 8 and 65536", field: "sandbox.pids")
-        }
-        if let t = s.tmpMB, !(1...(Int(config.hostMemoryBytes >> 20))).contains(t) {
-            throw AgentdError.invalid("sandbox.tmp_mb must be between 1 and the host's memory", field: "sandbox.tmp_mb")
-        }
-        guard s.network == "none" else {
-            throw AgentdError.invalid("sandbox.network must be \"none\"", field: "sandbox.network")
+        if let c = s.cpus, c > Double(config.hostCPUs) {
+            throw AgentdError.exceedsHost("sandbox.cpus is more than the host's \(config.hostCPUs)", field: "sandbox.cpus")
         }
     }
 
@@ -239,11 +217,8 @@ public final class SecretService: Sendable {
 
     public func set(_ caller: Identity, name: String, value: String, agentID: String?) async throws -> SecretInfo {
         try caller.require(.owner, "manage secrets")
-        try Validate.envName(name, field: "name")
-        guard !name.hasPrefix("AGENTD_") else {
-            throw AgentdError.invalid("AGENTD_ names are reserved for agentd", field: "name")
-        }
-        try Validate.text(value, field: "value", max: 64 * 1024)
+        try Rules.userEnvName.check(name, field: "name")
+        try Rules.secretValue.check(value, field: "value")
         var team = caller.teamID
         if let agentID {
             try Validate.id(agentID, .agent, field: "agent_id")
@@ -266,7 +241,7 @@ public final class SecretService: Sendable {
 
     public func delete(_ caller: Identity, name: String, agentID: String?) async throws {
         try caller.require(.owner, "manage secrets")
-        try Validate.envName(name, field: "name")
+        try Rules.userEnvName.check(name, field: "name")
         var team = caller.teamID
         if let agentID {
             try Validate.id(agentID, .agent, field: "agent_id")

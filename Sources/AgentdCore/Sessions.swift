@@ -83,7 +83,7 @@ public final class SessionService: Sendable {
             throw AgentdError.notFound("agent", field: "agent_id")
         }
         let title = title ?? ""
-        try Validate.text(title, field: "title", max: 256)
+        try Rules.title.check(title, field: "title")
         let s = try await store.createSession(id: Identifier.make(.session), teamID: agent.teamID, agentID: agent.id,
                                               title: title, audit: caller.audit("create", "session", nil, team: agent.teamID))
         Counter(label: "agentd_sessions_created_total").increment()
@@ -94,12 +94,11 @@ public final class SessionService: Sendable {
         async throws -> Page<Session>
     {
         if let agentID { try Validate.id(agentID, .agent, field: "agent_id") }
-        if let status, !["idle", "queued", "running"].contains(status) {
-            throw AgentdError.invalid("status must be idle, queued or running", field: "status")
-        }
+        if let status { try Rules.sessionStatus.check(status, field: "status") }
         let limit = limit ?? 50
-        guard (1...500).contains(limit) else { throw AgentdError.invalid("limit must be between 1 and 500", field: "limit") }
-        if let query { try Validate.text(query, field: "q", max: 256) }
+        try Rules.sessionsLimit.check(limit, field: "limit")
+        if let query { try Rules.titleQuery.check(query, field: "q") }
+        if let cursor { try Rules.cursor.check(cursor, field: "cursor") }
         do {
             return try await store.sessions(SessionQuery(teamID: caller.scope, agentID: agentID, status: status,
                                                          titleContains: query, limit: limit, cursor: cursor))
@@ -131,7 +130,7 @@ public final class SessionService: Sendable {
     public func postMessage(_ caller: Identity, id: String, content: String) async throws -> MessageAccepted {
         try caller.require(.member, "send messages")
         let s = try await get(caller, id: id)
-        try Validate.text(content, field: "content", max: 1 << 20, allowEmpty: false)
+        try Rules.content.check(content, field: "content")
         let (event, run) = try await store.postMessage(
             sessionID: s.id, teamID: s.teamID, runID: Identifier.make(.run),
             content: .object(["text": .string(content)]), audit: caller.audit("message", "session", s.id, team: s.teamID))
@@ -144,9 +143,9 @@ public final class SessionService: Sendable {
     public func messages(_ caller: Identity, id: String, after: Int64?, limit: Int?) async throws -> [Event] {
         let s = try await get(caller, id: id)
         let after = after ?? 0
-        guard after >= 0 else { throw AgentdError.invalid("after must be 0 or more", field: "after") }
+        try Rules.seq.check(Int(after), field: "after")
         let limit = limit ?? 1000
-        guard (1...10000).contains(limit) else { throw AgentdError.invalid("limit must be between 1 and 10000", field: "limit") }
+        try Rules.messagesLimit.check(limit, field: "limit")
         return try await store.events(sessionID: s.id, after: after, limit: limit)
     }
 
@@ -163,7 +162,7 @@ public final class SessionService: Sendable {
             throw AgentdError.invalid("state must be queued, running, succeeded, failed or cancelled", field: "state")
         }
         let limit = limit ?? 20
-        guard (1...200).contains(limit) else { throw AgentdError.invalid("limit must be between 1 and 200", field: "limit") }
+        try Rules.runsLimit.check(limit, field: "limit")
         return Page(data: try await store.recentRuns(teamID: caller.scope, state: state, limit: limit), nextCursor: nil)
     }
 
@@ -319,13 +318,13 @@ public final class SessionService: Sendable {
         do { try command.validate() } catch { throw AgentdError.from(error) }
         var env = base
         for (k, v) in input.env ?? [:] {
-            try Validate.envName(k, field: "env")
-            guard !k.hasPrefix("AGENTD_") else { throw AgentdError.invalid("AGENTD_ variables are reserved", field: "env") }
-            try Validate.text(v, field: "env", max: 128 * 1024)
+            try Rules.userEnvName.check(k, field: "env")
+            try Rules.envValue.check(v, field: "env")
             env[k] = v
         }
         var timeout = config.execDefaultTimeout
         if let t = input.timeoutS {
+            try Rules.execTimeout.check(t, field: "timeout_s")
             guard let d = Checked.duration(seconds: t, max: config.execMaxTimeout) else {
                 throw AgentdError.invalid(
                     "timeout_s must be more than 0 and at most \(Int(Checked.seconds(config.execMaxTimeout))) seconds",
@@ -333,8 +332,8 @@ public final class SessionService: Sendable {
             }
             timeout = d
         }
-        if let cwd = input.cwd { try Validate.text(cwd, field: "cwd", max: 4096, allowEmpty: false) }
-        if let stdin = input.stdin { try Validate.text(stdin, field: "stdin", max: 16 << 20) }
+        if let cwd = input.cwd { try Rules.cwd.check(cwd, field: "cwd") }
+        if let stdin = input.stdin { try Rules.stdin.check(stdin, field: "stdin") }
         return ExecRequest(command: command, cwd: input.cwd, env: env, stdin: input.stdin.map { Array($0.utf8) },
                            timeout: timeout)
     }

@@ -8,12 +8,9 @@ enum Validate {
         try Rules.name.check(s, field: field)
     }
 
+    /// Text without NUL, counted in characters as the document's maxLength.
     static func text(_ s: String, field: String, max: Int, allowEmpty: Bool = true) throws {
-        if !allowEmpty && s.isEmpty { throw AgentdError.invalid("\(field) must not be empty", field: field) }
-        guard s.utf8.count <= max else { throw AgentdError.invalid("\(field) is longer than \(max) bytes", field: field) }
-        guard !s.unicodeScalars.contains(where: { $0.value == 0 }) else {
-            throw AgentdError.invalid("\(field) contains a NUL character", field: field)
-        }
+        try FieldRule.text(maxLength: max, minLength: allowEmpty ? 0 : 1).check(s, field: field)
     }
 
     static func envName(_ s: String, field: String) throws {

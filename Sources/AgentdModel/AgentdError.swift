@@ -37,6 +37,11 @@ public struct AgentdError: Error, Sendable, Equatable, CustomStringConvertible {
         AgentdError(status: 409, code: "conflict", message: message, field: field)
     }
 
+    /// Valid, but more than this host has (memory, CPUs).
+    public static func exceedsHost(_ message: String, field: String) -> AgentdError {
+        AgentdError(status: 409, code: "exceeds_host", message: message, field: field)
+    }
+
     public static func tooLarge(_ message: String) -> AgentdError {
         AgentdError(status: 413, code: "payload_too_large", message: message)
     }

@@ -7,6 +7,8 @@ public struct FieldRule: Sendable {
     /// What the field must be, for error messages: "1 to 64 characters ...".
     public let rule: String
     let test: @Sendable (String) -> Bool
+    /// Integer rules: the range.
+    public var range: ClosedRange<Int>? = nil
 
     /// True when `s` satisfies the rule.
     public func accepts(_ s: String) -> Bool { test(s) }
@@ -27,7 +29,44 @@ public struct FieldRule: Sendable {
         FieldRule(schema: .object(["type": .string("integer"), "minimum": .number(Double(range.lowerBound)),
                                    "maximum": .number(Double(range.upperBound))]),
                   rule: "an integer from \(range.lowerBound) to \(range.upperBound)",
-                  test: { Int($0).map(range.contains) ?? false })
+                  test: { Int($0).map(range.contains) ?? false }, range: range)
+    }
+
+    /// Throws a 400 naming `field` unless `v` is in the rule's range.
+    public func check(_ v: Int, field: String) throws {
+        guard let range, range.contains(v) else { throw AgentdError.invalid("\(field) must be \(rule)", field: field) }
+    }
+
+    /// Text without NUL, `minLength` to `maxLength` characters (Unicode
+    /// scalars, as JSON Schema counts them).
+    public static func text(maxLength: Int, minLength: Int = 0) -> FieldRule {
+        FieldRule(schema: .object(["type": .string("string"), "pattern": .string("^[^\\u0000]*$"),
+                                   "minLength": .number(Double(minLength)), "maxLength": .number(Double(maxLength))]),
+                  rule: minLength > 0 ? "\(minLength) to \(maxLength) characters without NUL"
+                                      : "at most \(maxLength) characters without NUL",
+                  test: { s in
+                      let n = s.unicodeScalars.count
+                      return n >= minLength && n <= maxLength && !s.unicodeScalars.contains { $0.value == 0 }
+                  })
+    }
+
+    /// Numbers: finite, from `min` (or above it) to `max`.
+    public static func number(min: Double, exclusiveMin: Bool = false, max: Double) -> FieldRule {
+        FieldRule(schema: .object(["type": .string("number"), exclusiveMin ? "exclusiveMinimum" : "minimum": .number(min),
+                                   "maximum": .number(max)]),
+                  rule: "a number " + (exclusiveMin ? "above \(min)" : "from \(min)") + " to \(max)",
+                  test: { Double($0).map { $0.isFinite && (exclusiveMin ? $0 > min : $0 >= min) && $0 <= max } ?? false },
+                  numbers: exclusiveMin ? min.nextUp...max : min...max)
+    }
+
+    /// Number rules: the range.
+    public var numbers: ClosedRange<Double>? = nil
+
+    /// Throws a 400 naming `field` unless `v` is finite and in range.
+    public func check(_ v: Double, field: String) throws {
+        guard let numbers, v.isFinite, numbers.contains(v) else {
+            throw AgentdError.invalid("\(field) must be \(rule)", field: field)
+        }
     }
 
     public static func oneOf(_ values: [String]) -> FieldRule {
@@ -60,6 +99,30 @@ public enum Rules {
         return b.allSatisfy { isAlnum($0) || $0 == 0x2E || $0 == 0x5F || $0 == 0x2D || $0 == 0x20 }
     }
 
+    /// Model names as the gateway knows them: printable ASCII, no spaces.
+    public static let model = FieldRule.string(
+        pattern: "^[!-~]{1,256}$", rule: "a model name without spaces (e.g. gpt-4o-mini), at most 256 characters",
+        maxLength: 256
+    ) { s in
+        !s.isEmpty && s.utf8.count <= 256 && s.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F }
+    }
+
+    /// Environment variable names that a client may set (AGENTD_ is agentd's).
+    public static let userEnvName = FieldRule.string(
+        pattern: "^(?!AGENTD_)[A-Za-z_][A-Za-z0-9_]{0,254}$",
+        rule: "an environment variable name ([A-Za-z_][A-Za-z0-9_]*) not starting with AGENTD_", maxLength: 255
+    ) { s in envName.accepts(s) && !s.hasPrefix("AGENTD_") }
+
+    /// Session list cursors, as `next_cursor` gives them.
+    public static let cursor = FieldRule.string(
+        pattern: "^[0-9]{1,18}:ses_[0-9A-Za-z]{8,64}$", rule: "a next_cursor of an earlier page", maxLength: 88
+    ) { s in
+        let parts = s.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
+        guard parts.count == 2, (1...18).contains(parts[0].utf8.count),
+              parts[0].utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return false }
+        return Identifier.isValid(String(parts[1]), .session)
+    }
+
     /// Environment variable names (secrets, env).
     public static let envName = FieldRule.string(
         pattern: "^[A-Za-z_][A-Za-z0-9_]{0,254}$", rule: "an environment variable name ([A-Za-z_][A-Za-z0-9_]*)",
@@ -82,9 +145,40 @@ public enum Rules {
     }
 
     /// A path inside a sandbox, as the files routes take it.
-    public static let sandboxPath = FieldRule(
-        schema: .object(["type": .string("string"), "minLength": .number(1), "maxLength": .number(4096)]),
-        rule: "a path of 1 to 4096 bytes", test: { !$0.isEmpty && $0.utf8.count <= 4096 })
+    /// (Names of more than 255 bytes are refused too: NAME_MAX counts
+    /// bytes, which a pattern cannot.)
+    public static let sandboxPath = FieldRule.string(
+        pattern: "^/*([^/\\u0000]{1,255}/+)*[^/\\u0000]{0,255}$", rule: "a path of 1 to 4096 bytes without NUL", maxLength: 4096
+    ) { s in !s.isEmpty && s.utf8.count <= 4096 && !s.utf8.contains(0) }
+
+    // Texts, by field.
+    public static let systemPrompt = FieldRule.text(maxLength: 256 * 1024)
+    public static let envValue = FieldRule.text(maxLength: 128 * 1024)
+    public static let secretValue = FieldRule.text(maxLength: 64 * 1024)
+    public static let title = FieldRule.text(maxLength: 256)
+    public static let titleQuery = FieldRule.text(maxLength: 256)
+    public static let content = FieldRule.text(maxLength: 1 << 20, minLength: 1)
+    public static let cwd = FieldRule.text(maxLength: 4096, minLength: 1)
+    public static let stdin = FieldRule.text(maxLength: 16 << 20)
+
+    // Numbers of an agent's spec (the sandbox's also fit the host: checked
+    // at create, a 409 when they do not).
+    public static let memoryMB = FieldRule.integer(16...(1 << 24))
+    public static let cpus = FieldRule.number(min: 0.01, max: 4096)
+    public static let pids = FieldRule.integer(8...65536)
+    public static let tmpMB = FieldRule.integer(1...(1 << 24))
+    public static let harnessTimeout = FieldRule.integer(1...86400)
+    public static let maxSteps = FieldRule.integer(1...1000)
+    public static let maxRunSeconds = FieldRule.integer(1...86400)
+    public static let maxToolOutputBytes = FieldRule.integer(256...(16 << 20))
+    public static let toolTimeout = FieldRule.integer(1...86400)
+    public static let execTimeout = FieldRule.number(min: 0.001, max: 86400)
+
+    public static let network = FieldRule.oneOf(["none"])
+    /// A shell command line, or any argument after the first.
+    public static let commandString = FieldRule.text(maxLength: 128 * 1024)
+    /// One argument of a command: no NUL, not empty.
+    public static let argument = FieldRule.text(maxLength: 128 * 1024, minLength: 1)
 
     public static let sessionStatus = FieldRule.oneOf(["idle", "queued", "running"])
     public static let sandboxAction = FieldRule.oneOf(["start", "stop", "pause", "resume", "restart"])

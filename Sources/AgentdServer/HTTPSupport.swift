@@ -188,8 +188,7 @@ enum HTTP {
     }
 
     static func intQuery(_ request: Request, _ name: String) throws -> Int? {
-        // An empty value (`limit=`) is as good as none.
-        guard let s = query(request, name), !s.isEmpty else { return nil }
+        guard let s = query(request, name) else { return nil }
         guard let v = Int(s) else { throw AgentdError.invalid("\(name) must be an integer", field: name) }
         return v
     }
@@ -350,5 +349,26 @@ enum AllowedMethods {
             if matches { return entry.methods.joined(separator: ", ") }
         }
         return nil
+    }
+}
+
+/// A query parameter given twice (`limit=1&limit=2`) is refused: which one
+/// counts would be the server's guess.
+struct StrictQueryMiddleware: RouterMiddleware {
+    typealias Context = AgentdContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+        -> Response
+    {
+        if let raw = request.uri.query, !raw.isEmpty {
+            var seen: Set<String> = []
+            for pair in raw.split(separator: "&") {
+                let name = HTTP.formDecode(pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)[0])
+                guard seen.insert(name).inserted else {
+                    throw AgentdError.invalid("the query parameter \(name) is given more than once", field: name)
+                }
+            }
+        }
+        return try await next(request, context)
     }
 }

@@ -35,19 +35,37 @@ public enum OpenAPIDocument {
 
     static var schemas: [(String, JSONValue)] {
         let usage = object([("prompt_tokens", integer), ("completion_tokens", integer), ("cost_usd", number)])
+        // Input fields that are optional take null for "not given", as the
+        // decoder does; the constraints are the rules the services check.
+        let n = nullable
         let sandbox = object([
-            ("image", Rules.image.schema), ("memory_mb", integer), ("cpus", number), ("pids", integer), ("tmp_mb", integer),
-            ("network", enumeration(["none"])), ("user_namespace", boolean), ("read_only_root", boolean),
+            ("image", Rules.image.schema), ("memory_mb", n(Rules.memoryMB.schema)), ("cpus", n(Rules.cpus.schema)),
+            ("pids", n(Rules.pids.schema)), ("tmp_mb", n(Rules.tmpMB.schema)), ("network", Rules.network.schema),
+            ("user_namespace", n(boolean)), ("read_only_root", n(boolean)),
         ])
-        let harness = object([("command", array(string)), ("timeout_s", integer)], required: ["command"])
-        let limits = object([("max_steps", integer), ("max_run_seconds", integer), ("max_tool_output_bytes", integer),
-                             ("tool_timeout_s", integer)])
+        let harness = object([("command", obj([("type", str("array")), ("items", Rules.argument.schema),
+                                               ("minItems", .number(1))])),
+                              ("timeout_s", n(Rules.harnessTimeout.schema))], required: ["command"])
+        let limits = object([("max_steps", n(Rules.maxSteps.schema)), ("max_run_seconds", n(Rules.maxRunSeconds.schema)),
+                             ("max_tool_output_bytes", n(Rules.maxToolOutputBytes.schema)),
+                             ("tool_timeout_s", n(Rules.toolTimeout.schema))])
+        let env = obj([("type", str("object")), ("propertyNames", Rules.userEnvName.schema),
+                       ("additionalProperties", Rules.envValue.schema)])
+        let tools = obj([("type", str("array")), ("items", enumeration(["exec", "read_file", "write_file", "list_files", "edit_file"])),
+                         ("uniqueItems", .bool(true))])
         let agentFields: [(String, JSONValue)] = [
-            ("name", Rules.name.schema), ("model", string), ("system_prompt", string),
-            ("tools", array(enumeration(["exec", "read_file", "write_file", "list_files", "edit_file"]))),
-            ("sandbox", ref("AgentSandbox")), ("env", map(string)), ("secrets", array(string)),
+            ("name", Rules.name.schema), ("model", Rules.model.schema), ("system_prompt", Rules.systemPrompt.schema),
+            ("tools", tools), ("sandbox", ref("AgentSandbox")), ("env", env), ("secrets", array(Rules.envName.schema)),
             ("harness", nullable(ref("AgentHarness"))), ("limits", ref("AgentLimits")),
         ]
+        let agentInputFields = agentFields.map { ($0.0, $0.0 == "harness" ? $0.1 : n($0.1)) }
+        // Creating: name and model are required, so not null either.
+        let agentCreateFields = agentFields.map { ($0.0, ["harness", "name", "model"].contains($0.0) ? $0.1 : n($0.1)) }
+        let command = obj([("oneOf", .array([
+            Rules.commandString.schema,
+            obj([("type", str("array")), ("prefixItems", .array([Rules.argument.schema])),
+                 ("items", Rules.commandString.schema), ("minItems", .number(1))]),
+        ]))])
         return [
             ("Error", object([("error", object([("code", string), ("message", string), ("field", nullable(string))],
                                                  required: ["code", "message"]))], required: ["error"])),
@@ -59,7 +77,7 @@ public enum OpenAPIDocument {
                 ("created_at", dateTime), ("revoked_at", nullable(dateTime)), ("last_used_at", nullable(dateTime)),
                 ("key", string),
             ], required: ["id", "name", "team_id", "role"])),
-            ("KeyInput", object([("name", Rules.name.schema), ("team_id", Rules.id(.team).schema), ("role", ref("Role"))],
+            ("KeyInput", object([("name", Rules.name.schema), ("team_id", n(Rules.id(.team).schema)), ("role", ref("Role"))],
                                 required: ["name", "role"])),
             ("KeyList", list("Key")),
             ("Role", enumeration(Role.allCases.map(\.rawValue))),
@@ -68,11 +86,13 @@ public enum OpenAPIDocument {
             ("AgentLimits", limits),
             ("Agent", object([("id", string), ("team_id", string)] + agentFields
                                 + [("created_at", dateTime), ("updated_at", dateTime)], required: ["id", "name", "model"])),
-            ("AgentInput", object(agentFields + [("team_id", Rules.id(.team).schema)])),
+            ("AgentCreate", object(agentCreateFields + [("team_id", n(Rules.id(.team).schema))], required: ["name", "model"])),
+            ("AgentInput", object(agentInputFields + [("team_id", n(Rules.id(.team).schema))])),
             ("AgentList", list("Agent")),
             ("Secret", object([("id", string), ("name", string), ("team_id", string), ("agent_id", nullable(string)),
                                ("created_at", dateTime), ("updated_at", dateTime)], required: ["name"])),
-            ("SecretInput", object([("value", string), ("agent_id", Rules.id(.agent).schema)], required: ["value"])),
+            ("SecretInput", object([("value", Rules.secretValue.schema), ("agent_id", n(Rules.id(.agent).schema))],
+                                   required: ["value"])),
             ("SecretList", list("Secret")),
             ("Usage", usage),
             ("Session", object([
@@ -82,9 +102,10 @@ public enum OpenAPIDocument {
                 ("active_run_id", nullable(string)), ("usage", ref("Usage")), ("created_at", dateTime),
                 ("updated_at", dateTime),
             ], required: ["id", "agent_id", "status"])),
-            ("SessionInput", object([("agent_id", Rules.id(.agent).schema), ("title", string)], required: ["agent_id"])),
+            ("SessionInput", object([("agent_id", Rules.id(.agent).schema), ("title", n(Rules.title.schema))],
+                                    required: ["agent_id"])),
             ("SessionList", list("Session")),
-            ("MessageInput", object([("content", string)], required: ["content"])),
+            ("MessageInput", object([("content", Rules.content.schema)], required: ["content"])),
             ("MessageAccepted", object([("run_id", string), ("seq", integer)], required: ["run_id", "seq"])),
             ("Event", object([
                 ("seq", integer), ("session_id", string), ("run_id", nullable(string)),
@@ -100,8 +121,8 @@ public enum OpenAPIDocument {
                 ("events", array(ref("Event"))),
             ], required: ["id", "state"])),
             ("ExecInput", object([
-                ("command", obj([("oneOf", .array([string, array(string)]))])), ("cwd", string), ("env", map(string)),
-                ("timeout_s", number), ("stdin", string),
+                ("command", command), ("cwd", n(Rules.cwd.schema)), ("env", n(env)),
+                ("timeout_s", n(Rules.execTimeout.schema)), ("stdin", n(Rules.stdin.schema)),
             ], required: ["command"])),
             ("ExecOutput", object([
                 ("exit_code", integer), ("signal", nullable(integer)), ("stdout", string), ("stderr", string),
@@ -134,7 +155,10 @@ public enum OpenAPIDocument {
         case "text":
             return obj([("text/plain", obj([("schema", string)]))])
         case "event-stream":
-            return obj([("text/event-stream", obj([("schema", string)]))])
+            // Each event: `event` (the kind), `id` (its seq, on persisted
+            // events) and `data` (the event as JSON text).
+            return obj([("text/event-stream", obj([("schema", object([("event", string), ("id", string),
+                                                                      ("data", string)], closed: false))]))])
         case "object":
             return obj([("application/json", obj([("schema", obj([("type", str("object"))]))]))])
         default:
@@ -161,12 +185,12 @@ public enum OpenAPIDocument {
                                    ("schema", pathRule(e.path, name)?.schema ?? string)]))
             }
             for q in e.query {
-                params.append(obj([("name", str(q)), ("in", str("query")), ("required", .bool(false)),
+                params.append(obj([("name", str(q)), ("in", str("query")), ("required", .bool(e.requiredQuery.contains(q))),
                                    ("schema", queryRule(e.path, q)?.schema ?? string)]))
             }
             if e.path.hasSuffix("/events") {
                 params.append(obj([("name", str("Last-Event-ID")), ("in", str("header")), ("required", .bool(false)),
-                                   ("schema", obj([("type", str("string")), ("pattern", str("^[0-9]{1,18}$"))]))]))
+                                   ("schema", obj([("type", str("string")), ("pattern", str("^ *[0-9]{1,18} *$"))]))]))
             }
             if !params.isEmpty { op.append(("parameters", .array(params))) }
             if let body = e.body { op.append(("requestBody", obj([("required", .bool(true)), ("content", content(body))]))) }
@@ -205,7 +229,7 @@ public enum OpenAPIDocument {
         switch name {
         case "run_id": return Rules.id(.run)
         case "action": return Rules.sandboxAction
-        case "name": return Rules.envName
+        case "name": return Rules.userEnvName
         case "id":
             if path.hasPrefix("/v1/agents/") { return Rules.id(.agent) }
             if path.hasPrefix("/v1/sessions/") { return Rules.id(.session) }
@@ -223,6 +247,8 @@ public enum OpenAPIDocument {
         case "state": return FieldRule.oneOf(RunState.allCases.map(\.rawValue))
         case "path": return Rules.sandboxPath
         case "after": return Rules.seq
+        case "q": return Rules.titleQuery
+        case "cursor": return Rules.cursor
         case "limit":
             if path == "/v1/sessions" { return Rules.sessionsLimit }
             if path == "/v1/runs" { return Rules.runsLimit }

@@ -25,12 +25,14 @@ public struct Endpoint: Sendable {
     public var response: String?
     public var status: Int
     public var query: [String]
+    /// Query parameters without which the route answers 400.
+    public var requiredQuery: Set<String> = []
     public var open: Bool
     let handler: @Sendable (API, Request, AgentdContext) async throws -> Response
 
     init(_ method: HTTPRequest.Method, _ path: String, _ summary: String, tag: String, body: String? = nil,
-         response: String? = nil, status: Int = 200, query: [String] = [], open: Bool = false,
-         _ handler: @escaping @Sendable (API, Request, AgentdContext) async throws -> Response) {
+         response: String? = nil, status: Int = 200, query: [String] = [], requiredQuery: Set<String> = [],
+         open: Bool = false, _ handler: @escaping @Sendable (API, Request, AgentdContext) async throws -> Response) {
         self.method = method
         self.path = path
         self.summary = summary
@@ -39,6 +41,7 @@ public struct Endpoint: Sendable {
         self.response = response
         self.status = status
         self.query = query
+        self.requiredQuery = requiredQuery
         self.open = open
         self.handler = handler
     }
@@ -64,6 +67,7 @@ public struct API: Sendable {
         router.add(middleware: ErrorMiddleware(logger: logger))
         router.add(middleware: AuthMiddleware(auth: services.auth, signIns: services.signIns))
         router.add(middleware: BodyLimitMiddleware(limits: limits))
+        router.add(middleware: StrictQueryMiddleware())
         Dashboard.register(on: router, services: services)
         for e in API.endpoints {
             let path = RouterPath(e.path)
@@ -138,7 +142,7 @@ public struct API: Sendable {
             },
 
             // agents
-            Endpoint(.post, "/v1/agents", "Create an agent", tag: "agents", body: "AgentInput", response: "Agent",
+            Endpoint(.post, "/v1/agents", "Create an agent", tag: "agents", body: "AgentCreate", response: "Agent",
                      status: 201) { api, r, c in
                 let input = try await HTTP.decode(AgentInput.self, from: r, allowed: AgentInput.fields,
                                                   nested: API.agentNested)
@@ -252,17 +256,17 @@ public struct API: Sendable {
                 return try HTTP.json(entries)
             },
             Endpoint(.delete, "/v1/sessions/{id}/files", "Remove a file or directory", tag: "files", status: 204,
-                     query: ["path"]) { api, r, c in
+                     query: ["path"], requiredQuery: ["path"]) { api, r, c in
                 guard let path = HTTP.query(r, "path") else { throw AgentdError.invalid("path is required", field: "path") }
                 try await api.services.sessions.removeFile(try c.caller(), id: try API.param(c, "id"), path: path)
                 return Response(status: .noContent)
             },
             Endpoint(.get, "/v1/sessions/{id}/files/content", "Download a file", tag: "files", response: "binary",
-                     query: ["path"]) { api, r, c in
+                     query: ["path"], requiredQuery: ["path"]) { api, r, c in
                 try await Files.download(services: api.services, request: r, context: c)
             },
             Endpoint(.put, "/v1/sessions/{id}/files/content", "Upload a file (the body is its content)", tag: "files",
-                     body: "binary", response: "File", query: ["path"]) { api, r, c in
+                     body: "binary", response: "File", status: 201, query: ["path"], requiredQuery: ["path"]) { api, r, c in
                 try await Files.upload(services: api.services, request: r, context: c)
             },
             Endpoint(.get, "/v1/sessions/{id}/sandbox", "Sandbox state, limits and usage", tag: "sandbox",

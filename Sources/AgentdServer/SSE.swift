@@ -46,12 +46,14 @@ enum SSE {
         let session = try await s.sessions.get(caller, id: try API.param(context, "id"))
         var start: Int64 = 0
         if let header = request.headers[lastEventID] {
-            guard let v = Int64(header.trimmingSpaces), v >= 0 else {
+            let text = header.trimmingSpaces
+            guard (1...18).contains(text.utf8.count), text.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }),
+                  let v = Int64(text) else {
                 throw AgentdError.invalid("Last-Event-ID must be an event seq", field: "Last-Event-ID")
             }
             start = v
         } else if let q = try HTTP.intQuery(request, "after") {
-            guard q >= 0 else { throw AgentdError.invalid("after must be 0 or more", field: "after") }
+            try Rules.seq.check(q, field: "after")
             start = Int64(q)
         }
         // An id beyond the last event (a client that kept an id across a

@@ -50,8 +50,10 @@ struct SandboxFiles {
     func mapError(_ e: Int32, _ path: String) -> SandboxError {
         switch e {
         case ENOENT: return SandboxError(.notFound, "\(path): no such file or directory", field: "path", errno: e)
-        case ENOTDIR: return SandboxError(.invalidArgument, "\(path): a component is not a directory", field: "path", errno: e)
-        case EISDIR: return SandboxError(.invalidArgument, "\(path) is a directory", field: "path", errno: e)
+        // The path is well formed but the sandbox's files are not what it
+        // expects: a conflict with their state, not bad input.
+        case ENOTDIR: return SandboxError(.conflict, "\(path): a component is not a directory", field: "path", errno: e)
+        case EISDIR: return SandboxError(.conflict, "\(path) is a directory", field: "path", errno: e)
         case EXDEV, ELOOP:
             return SandboxError(.invalidArgument, "\(path) resolves outside the sandbox root (through .. or a symlink)",
                                 field: "path", errno: e)
@@ -122,7 +124,7 @@ struct SandboxFiles {
         }
         guard (st.st_mode & S_IFMT) == S_IFREG else {
             Glibc.close(fd)
-            throw SandboxError(.invalidArgument, "\(abs) is not a regular file", field: "path")
+            throw SandboxError(.conflict, "\(abs) is not a regular file", field: "path")
         }
         // Regular files never block; clear O_NONBLOCK for plain reads.
         _ = fcntl(fd, F_SETFL, 0)

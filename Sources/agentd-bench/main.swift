@@ -130,7 +130,7 @@ struct RunsBench: AsyncParsableCommand {
             config: CoreConfig(stateDirectory: stateDir, defaultImage: "minimal", hostMemoryBytes: 1 << 34, hostCPUs: 2),
             store: store, backend: backend, secretBox: try SecretBox.open(keyFile: stateDir + "/secret.key"),
             version: "bench", logger: logger)
-        try await services.auth.bootstrap(adminKeyPath: stateDir + "/admin.key")
+        _ = try await services.auth.bootstrap(adminKeyPath: stateDir + "/admin.key")
         let key = try String(contentsOfFile: stateDir + "/admin.key", encoding: .utf8)
             .trimmingCharacters(in: .whitespacesAndNewlines)
         guard let admin = try await services.auth.authenticate(key) else { throw ValidationError("no admin") }

@@ -225,11 +225,16 @@ def test_bad_input_gets_a_4xx_naming_the_problem(api):
         ("POST", "/v1/agents", json.dumps({"name": "x", "model": "m", "sandbox": {"image": "minimal",
                                                                               "memory_mb": 10**9}}).encode(), 400,
          "sandbox.memory_mb"),
+        # Valid by the document, but more than this host has: 409; an image
+        # that is not here: 404 (both name the field).
         ("POST", "/v1/agents", json.dumps({"name": "x", "model": "m", "sandbox": {"image": "minimal",
-                                                                              "cpus": 1000}}).encode(), 400,
+                                                                              "cpus": 1000}}).encode(), 409,
          "sandbox.cpus"),
-        ("POST", "/v1/agents", json.dumps({"name": "x", "model": "m", "sandbox": {"image": "nope"}}).encode(), 400,
+        ("POST", "/v1/agents", json.dumps({"name": "x", "model": "m", "sandbox": {"image": "nope"}}).encode(), 404,
          "sandbox.image"),
+        ("POST", "/v1/agents", json.dumps({"name": "x", "model": "m", "sandbox": {"image": "minimal",
+                                                                              "cpus": 5000}}).encode(), 400,
+         "sandbox.cpus"),
         ("POST", "/v1/agents", json.dumps({"model": "m"}).encode(), 400, "name"),
         ("POST", "/v1/agents", json.dumps({"name": "x", "model": "m", "env": {"1BAD": "v"}}).encode(), 400, "env"),
         ("POST", "/v1/agents", b"{" + b'"name":"' + b"a" * (2 << 20) + b'"}', 413, None),
