@@ -365,7 +365,7 @@ public final class SessionService: Sendable {
             let sid = try await ensureRunning(s)
             let info = try await backend.stat(sid, path: path)
             guard info.kind == .file else {
-                throw AgentdError.invalid("\(info.path) is not a regular file", field: "path")
+                throw AgentdError.conflict("\(info.path) is not a regular file", field: "path")
             }
             let chunks = try await backend.readFile(sid, path: path)
             let activity = self.activity

@@ -59,7 +59,7 @@ struct SandboxFiles {
                                 field: "path", errno: e)
         case EEXIST: return SandboxError(.conflict, "\(path) exists", field: "path", errno: e)
         case ENOTEMPTY: return SandboxError(.conflict, "\(path) is not empty", field: "path", errno: e)
-        case EACCES, EPERM, EROFS: return SandboxError(.invalidArgument, "\(path): \(String(cString: strerror(e)))", field: "path", errno: e)
+        case EACCES, EPERM, EROFS: return SandboxError(.conflict, "\(path): \(String(cString: strerror(e)))", field: "path", errno: e)
         case ENOSPC, EDQUOT: return SandboxError(.conflict, "\(path): no space left", field: "path", errno: e)
         case ENAMETOOLONG: return SandboxError(.invalidArgument, "\(path): the name is too long", field: "path", errno: e)
         default: return Posix.error(path, e)

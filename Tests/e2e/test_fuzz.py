@@ -1,29 +1,33 @@
 """The fuzzing tier: schemathesis (from PyPI, in its own venv, .venv-fuzz)
 generates requests from the served OpenAPI document against the real daemon
 (every operation; examples, fuzzing and stateful sequences that chain what
-one operation returns into the next), with a bounded number of examples so
-it fits in CI.  Checked: no 5xx, no crash, statuses, content types, headers
-and bodies as the document says, 405 for undocumented methods, auth that
-cannot be skipped.  The daemon must still be alive and serving afterwards.
+one operation returns into the next), with a fixed seed and a bounded number
+of examples so it fits in CI.  Every check but one: no 5xx, no crash,
+statuses, content types, headers and bodies as the document says, every
+schema-valid request accepted and every schema-violating one refused, 405
+for undocumented methods, auth that cannot be skipped.  The daemon must still
+be alive and serving afterwards.
 
-Not yet checked (the document does not yet carry every constraint the server
-enforces): that every schema-valid request is accepted and every
-schema-violating one refused (positive_data_acceptance and
-negative_data_rejection)."""
+Left out: `ensure_resource_availability`, which takes any 404 right after a
+create for the created resource being gone; agentd also answers 404 for
+things missing *inside* a sandbox (a command, a working directory, a file),
+with the field named.  The coverage phase is left out too: schemathesis
+4.32.5 fails in it on its own (a Hypothesis AST recursion error), not on
+agentd.  Targeted generators for what the schema cannot capture are in
+test_fuzz_targeted.py."""
 import os
 import subprocess
 
 from conftest import REPO
 
 SCHEMATHESIS = os.path.join(REPO, ".venv-fuzz", "bin", "schemathesis")
-CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,"
-          "response_schema_conformance,unsupported_method,ignored_auth,missing_required_header")
 
 
 def run_schemathesis(daemon, *args, seconds):
     assert os.path.exists(SCHEMATHESIS), "schemathesis is not installed (scripts/test makes .venv-fuzz)"
     cmd = [SCHEMATHESIS, "run", f"http://127.0.0.1:{daemon.port}/v1/openapi.json",
-           "-H", f"Authorization: Bearer {daemon.admin_key}", "--checks", CHECKS, "--workers", "2",
+           "-H", f"Authorization: Bearer {daemon.admin_key}", "--checks", "all",
+           "--exclude-checks", "ensure_resource_availability", "--workers", "2", "--request-timeout", "60",
            "--max-time", str(seconds), "--phases", "examples,fuzzing,stateful", "--seed", "20261207",
            "--suppress-health-check", "all", "--no-color"] + list(args)
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120)
