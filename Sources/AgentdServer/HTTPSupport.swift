@@ -4,6 +4,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
+import NIOHTTP1
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -260,6 +261,10 @@ struct ErrorMiddleware: RouterMiddleware {
             }
         case is NIOTooManyBytesError:
             return HTTP.error(.tooLarge("the request body is too large"))
+        case let e as HTTPParserError:
+            // The request itself is malformed (a bad chunk size, a body
+            // cut short): the client's fault, and the connection closes.
+            return HTTP.error(.invalid("the request is malformed (\(e))"))
         case is CancellationError:
             return HTTP.error(.unavailable("the request was cancelled"))
         default:

@@ -17,6 +17,7 @@ Scenarios (a word in the user's message):
   broken    400 always
   hugetimeout  exec with timeout_s 1e308, then -1e308, then a final answer
   hugeusage  a final answer whose usage counts are absurd (1e300, negative)
+  toolfuzz SEED STEPS  STEPS tool calls of random names and argument shapes
   (other)   a final answer echoing the message
 The summarizer's requests (system prompt "You compact...") get "SUMMARY-TEXT".
 """
@@ -69,6 +70,13 @@ class Script:
             if step == 0:
                 return call("exec", {"command": "yes abcdefghij | head -c 100000"})
             return {"text": "Output length seen: %d" % len(tool_out)}
+        if text.startswith("toolfuzz"):
+            # Random tool calls of every shape: `toolfuzz SEED STEPS`.
+            _, seed, steps = text.split()
+            if step >= int(steps):
+                return {"text": "fuzzed %s calls" % steps}
+            name, raw = fuzz_tool_call(int(seed) * 1000 + step)
+            return call(name, None, raw=raw)
         if "hugetimeout" in text:
             # A model (or a prompt injection) asking for an absurd timeout:
             # the tool must answer, not take the daemon down.
@@ -93,6 +101,52 @@ class Script:
         if "broken" in text:
             return {"status": 400}
         return {"text": "echo: " + text}
+
+
+def fuzz_value(rng, depth=0):
+    """A random JSON value of any shape, biased to what breaks parsers and
+    arithmetic: huge and tiny numbers, unicode, NUL, very long strings."""
+    kinds = ["str", "num", "int", "bool", "null", "list", "obj", "weird"]
+    k = rng.choice(kinds if depth < 3 else kinds[:5])
+    if k == "str":
+        alphabet = ["a", "/", "..", "\x00", "\u00e9", "\U0001f600", " ", "\n", "$", "*", "'", '"', "\\", "%s"]
+        return "".join(rng.choice(alphabet) for _ in range(rng.choice([0, 1, 5, 40, 300])))
+    if k == "num":
+        return rng.choice([1e308, -1e308, 1e-308, 0.5, -0.0, 3.7, 86400.5, 1e20])
+    if k == "int":
+        return rng.choice([0, -1, 1, 2 ** 31, 2 ** 63 - 1, -(2 ** 63), 2 ** 64, 10 ** 30])
+    if k == "bool":
+        return rng.random() < 0.5
+    if k == "null":
+        return None
+    if k == "list":
+        return [fuzz_value(rng, depth + 1) for _ in range(rng.randint(0, 4))]
+    if k == "obj":
+        return {rng.choice(["path", "command", "x", "content"]): fuzz_value(rng, depth + 1) for _ in range(rng.randint(0, 3))}
+    return "A" * rng.choice([1000, 100000])
+
+
+def fuzz_tool_call(seed):
+    """(tool name, raw arguments) for one fuzzed call: valid names with
+    arguments of random shapes, unknown names, and text that is not JSON."""
+    import random
+    rng = random.Random(seed)
+    tools = ["exec", "read_file", "write_file", "list_files", "edit_file"]
+    keys = {"exec": ["command", "cwd", "timeout_s"], "read_file": ["path"], "write_file": ["path", "content"],
+            "list_files": ["path"], "edit_file": ["path", "old_string", "new_string"]}
+    name = rng.choice(tools + ["no_such_tool", "", "exec\u0000"])
+    shape = rng.random()
+    if shape < 0.1:
+        return name, rng.choice(["{not json", "[]", "null", "42", '"str"', "", "{" * 200, '{"a":1,"a":2}'])
+    args = {}
+    for k in keys.get(name, ["x"]):
+        if rng.random() < 0.8:
+            args[k] = fuzz_value(rng)
+    if name == "exec" and rng.random() < 0.5:
+        args["command"] = rng.choice(["echo ok", "cat /proc/self/status | head -3", "printf '\\x00\\xff'", "true"])
+    if rng.random() < 0.2:
+        args[rng.choice(["extra", "__proto__", ""])] = fuzz_value(rng)
+    return name, json.dumps(args)
 
 
 class Handler(BaseHTTPRequestHandler):
