@@ -280,6 +280,8 @@ public final class SessionService: Sendable {
             return r
         } catch let e as SandboxError {
             await activity.end(s.id)
+            // The answer hides a system failure's details; the log keeps them.
+            if e.kind == .system { logger.error("sandbox operation failed", metadata: ["session": "\(s.id)", "error": "\(e)"]) }
             throw AgentdError.from(e)
         } catch {
             await activity.end(s.id)
@@ -342,6 +344,7 @@ public final class SessionService: Sendable {
 
     public func listFiles(_ caller: Identity, id: String, path: String) async throws -> [FileEntry] {
         let s = try await get(caller, id: id)
+        try Rules.sandboxPath.check(path, field: "path")
         return try await withSandbox(s) { sid in
             try await backend.listFiles(sid, path: path).map(Self.entry)
         }
@@ -349,6 +352,7 @@ public final class SessionService: Sendable {
 
     public func statFile(_ caller: Identity, id: String, path: String) async throws -> FileEntry {
         let s = try await get(caller, id: id)
+        try Rules.sandboxPath.check(path, field: "path")
         return try await withSandbox(s) { sid in Self.entry(try await backend.stat(sid, path: path)) }
     }
 
@@ -360,6 +364,7 @@ public final class SessionService: Sendable {
     /// The content as a stream; the sandbox is marked busy until it ends.
     public func readFile(_ caller: Identity, id: String, path: String) async throws -> (FileEntry, ByteChunks) {
         let s = try await get(caller, id: id)
+        try Rules.sandboxPath.check(path, field: "path")
         await activity.begin(s.id)
         do {
             let sid = try await ensureRunning(s)
@@ -394,6 +399,7 @@ public final class SessionService: Sendable {
     public func writeFile(_ caller: Identity, id: String, path: String, contents: ByteChunks) async throws -> FileEntry {
         try caller.require(.member, "upload files")
         let s = try await get(caller, id: id)
+        try Rules.sandboxPath.check(path, field: "path")
         return try await withSandbox(s) { sid in
             Self.entry(try await backend.writeFile(sid, path: path, mode: 0o644, contents: contents))
         }
@@ -402,6 +408,7 @@ public final class SessionService: Sendable {
     public func removeFile(_ caller: Identity, id: String, path: String) async throws {
         try caller.require(.member, "delete files")
         let s = try await get(caller, id: id)
+        try Rules.sandboxPath.check(path, field: "path")
         try await withSandbox(s) { sid in try await backend.removeFile(sid, path: path, recursive: true) }
     }
 

@@ -144,12 +144,21 @@ public enum Rules {
         return b.allSatisfy { ok($0) || $0 == 0x2E || $0 == 0x5F || $0 == 0x2D }
     }
 
-    /// A path inside a sandbox, as the files routes take it.
-    /// (Names of more than 255 bytes are refused too: NAME_MAX counts
-    /// bytes, which a pattern cannot.)
+    /// A path inside a sandbox, as the files routes take it: absolute or
+    /// relative to /workspace, no `..` component (nothing may climb, and a
+    /// path that could is refused whole), not into /proc, /sys or /dev, no
+    /// NUL.  (Names of more than 255 bytes are refused too: NAME_MAX counts
+    /// bytes, which a pattern cannot.  Symlinks that lead out are refused
+    /// when the path is resolved.)
     public static let sandboxPath = FieldRule.string(
-        pattern: "^/*([^/\\u0000]{1,255}/+)*[^/\\u0000]{0,255}$", rule: "a path of 1 to 4096 bytes without NUL", maxLength: 4096
-    ) { s in !s.isEmpty && s.utf8.count <= 4096 && !s.utf8.contains(0) }
+        pattern: #"^(?!/+(proc|sys|dev)(/|$))(?!(.*/)?\.\.(/|$))/*([^/\u0000]{1,255}/+)*[^/\u0000]{0,255}$"#,
+        rule: "a path inside the sandbox without NUL, '..' components or /proc, /sys, /dev", maxLength: 4096
+    ) { s in
+        guard !s.isEmpty, s.utf8.count <= 4096, !s.utf8.contains(0) else { return false }
+        let parts = s.split(separator: "/", omittingEmptySubsequences: true)
+        if s.hasPrefix("/"), let first = parts.first, ["proc", "sys", "dev"].contains(first) { return false }
+        return parts.allSatisfy { $0 != ".." && $0.unicodeScalars.count <= 255 }
+    }
 
     // Texts, by field.
     public static let systemPrompt = FieldRule.text(maxLength: 256 * 1024)

@@ -6,6 +6,7 @@
 #include "agentd_sandbox.h"
 
 #include <fcntl.h>
+#include <sys/fsuid.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <unistd.h>
@@ -29,4 +30,11 @@ long long agentd_fs_magic(int fd)
 {
     struct statfs fs;
     return fstatfs(fd, &fs) == 0 ? (long long)fs.f_type : -1;
+}
+
+/* This thread's ids for file access (sys/fsuid.h); the previous ones out. */
+void agentd_set_fs_ids(unsigned uid, unsigned gid, unsigned *old_uid, unsigned *old_gid)
+{
+    *old_gid = (unsigned)setfsgid(gid);
+    *old_uid = (unsigned)setfsuid(uid);
 }

@@ -235,7 +235,6 @@ public actor LinuxSandboxBackend: SandboxBackend {
     private var refillTask: Task<Void, Never>?
     private var closing = false
     private var userns: Int32 = -1
-    private var idmappedImages: [String: Int32] = [:]
     /// Warm shells ready to be claimed, and the cgroups of those plus of
     /// the one being made (not sandboxes' yet: leak checks leave them out).
     private var warmShells: [WarmShell] = []
@@ -388,8 +387,6 @@ public actor LinuxSandboxBackend: SandboxBackend {
         background.shutdownGracefully { _ in }
         netnsPool.forEach(Posix.close)
         netnsPool = []
-        idmappedImages.values.forEach(Posix.close)
-        idmappedImages = [:]
         Posix.close(userns)
         userns = -1
         stateLock.release()
@@ -757,6 +754,8 @@ public actor LinuxSandboxBackend: SandboxBackend {
     {
         var lowerTree: Int32? = nil
         if spec.userNamespace { lowerTree = try idmappedImage(imagePath) }
+        // The child has attached it (or failed) once the spawn is over.
+        defer { lowerTree.map(Posix.close) }
 
         try cgroups.create(id.rawValue, limits: limits)
         var cleanup: [() -> Void] = [{ [cgroups] in try? cgroups.remove(id.rawValue) }]
@@ -860,7 +859,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
     }
 
     /// Remove image versions that were replaced and that no running sandbox
-    /// uses any more (with the idmapped views made of them).
+    /// uses any more.
     func collectImageGarbage(leftovers: Bool = false) {
         let running = entries.values.compactMap(\.runtime)
         let inUse = Set(running.compactMap(\.image))
@@ -869,7 +868,6 @@ public actor LinuxSandboxBackend: SandboxBackend {
         guard !stale.isEmpty else { return }
         var doomed: [String] = []
         for path in stale {
-            if let fd = idmappedImages.removeValue(forKey: path) { Posix.close(fd) }
             // Renamed at once (so no later collection picks it again), then
             // deleted off the actor (an image is thousands of files).
             if path.hasSuffix(".removing") {
@@ -1287,9 +1285,10 @@ public actor LinuxSandboxBackend: SandboxBackend {
     // MARK: user namespaces
 
     /// A detached, read-only, idmapped view of an image: files owned by host
-    /// root appear owned by the sandbox's root.
+    /// root appear owned by the sandbox's root.  A new one for every start:
+    /// attaching a detached tree uses it up (a second sandbox could not
+    /// attach the same one: EINVAL).  The caller closes it.
     private func idmappedImage(_ path: String) throws(SandboxError) -> Int32 {
-        if let fd = idmappedImages[path] { return fd }
         if userns < 0 {
             let map = "0 \(config.userNamespaceBase) \(config.userNamespaceSize)\n"
             userns = agentd_userns_create(map, map)
@@ -1300,7 +1299,6 @@ public actor LinuxSandboxBackend: SandboxBackend {
             throw Posix.error("idmapped mount of \(path): user namespace mode needs a kernel that can idmap the image's "
                               + "file system (ext4, xfs, btrfs: 5.12+ and overlay layers 5.19+; tmpfs: 6.3+)", kind: .unsupported)
         }
-        idmappedImages[path] = fd
         return fd
     }
 

@@ -47,6 +47,26 @@ struct SandboxFiles {
         return fd
     }
 
+    /// Runs a call that creates an inode as the sandbox's root when the
+    /// sandbox has a user namespace: its root file system is mounted in that
+    /// namespace, where the daemon's own ids have no mapping (creating as
+    /// host root fails with EOVERFLOW), and the new file must belong to the
+    /// sandbox's root anyway.  setfsuid/setfsgid change this thread's ids
+    /// for file access only, and are restored before returning (errno is
+    /// kept for the caller).
+    func asOwner<T>(_ create: () -> T) -> T { Self.asOwner(owner, create) }
+
+    static func asOwner<T>(_ owner: (uid: uid_t, gid: gid_t)?, _ create: () -> T) -> T {
+        guard let owner else { return create() }
+        var oldUID: UInt32 = 0, oldGID: UInt32 = 0, ignoredUID: UInt32 = 0, ignoredGID: UInt32 = 0
+        agentd_set_fs_ids(owner.uid, owner.gid, &oldUID, &oldGID)
+        let result = create()
+        let saved = errno
+        agentd_set_fs_ids(oldUID, oldGID, &ignoredUID, &ignoredGID)
+        errno = saved
+        return result
+    }
+
     func mapError(_ e: Int32, _ path: String) -> SandboxError {
         switch e {
         case ENOENT: return SandboxError(.notFound, "\(path): no such file or directory", field: "path", errno: e)
@@ -133,7 +153,7 @@ struct SandboxFiles {
 
     /// Open (creating parents) the directory that will hold `abs`.
     func openParent(_ abs: String, create: Bool) throws(SandboxError) -> (dirFD: Int32, name: String) {
-        guard abs != "/" else { throw SandboxError(.invalidArgument, "the root itself cannot be replaced", field: "path") }
+        guard abs != "/" else { throw SandboxError(.conflict, "the root itself cannot be replaced", field: "path") }
         let parent = Posix.parentDirectory(abs)
         if create { try makeDirectories(parent) }
         let fd = try open(parent, O_RDONLY | O_DIRECTORY)
@@ -147,9 +167,8 @@ struct SandboxFiles {
             walked += "/" + part
             let dfd = try open(parent, O_RDONLY | O_DIRECTORY)
             defer { Glibc.close(dfd) }
-            if mkdirat(dfd, String(part), 0o755) == 0 {
-                if let owner { _ = fchownat(dfd, String(part), owner.uid, owner.gid, AT_SYMLINK_NOFOLLOW) }
-            } else if errno != EEXIST {
+            let made = asOwner { mkdirat(dfd, String(part), 0o755) }
+            if made != 0 && errno != EEXIST {
                 throw mapError(errno, walked)
             }
         }
@@ -163,8 +182,7 @@ struct SandboxFiles {
         }
         let (dfd, name) = try openParent(abs, create: false)
         defer { Glibc.close(dfd) }
-        guard mkdirat(dfd, name, 0o755) == 0 else { throw mapError(errno, abs) }
-        if let owner { _ = fchownat(dfd, name, owner.uid, owner.gid, AT_SYMLINK_NOFOLLOW) }
+        guard asOwner({ mkdirat(dfd, name, 0o755) }) == 0 else { throw mapError(errno, abs) }
     }
 
     /// A temporary file beside the destination; `commit` renames it into place.
@@ -179,15 +197,14 @@ struct SandboxFiles {
         // Not derived from `name`: a name near NAME_MAX must not make the
         // temporary one too long.
         let tmp = ".agentd-upload-\(UInt64.random(in: 0...UInt64.max))"
-        let fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode_t(mode & 0o7777))
+        let fd = asOwner { openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode_t(mode & 0o7777)) }
         guard fd >= 0 else {
             let e = errno
             Glibc.close(dfd)
             throw mapError(e, abs)
         }
         _ = fchmod(fd, mode_t(mode & 0o7777))
-        if let owner { _ = fchown(fd, owner.uid, owner.gid) }
-        return PendingWrite(dirFD: dfd, fd: fd, tempName: tmp, name: name, path: abs)
+        return PendingWrite(dirFD: dfd, fd: fd, tempName: tmp, name: name, path: abs, owner: owner)
     }
 
     func remove(_ path: String, recursive: Bool) throws(SandboxError) {
@@ -216,6 +233,8 @@ struct PendingWrite {
     let tempName: String
     let name: String
     let path: String
+    /// The sandbox's root in user-namespace mode (see SandboxFiles.asOwner).
+    let owner: (uid: uid_t, gid: gid_t)?
 
     func write(_ bytes: [UInt8]) throws(SandboxError) {
         var off = 0
@@ -242,7 +261,7 @@ struct PendingWrite {
             _ = unlinkat(dirFD, tempName, 0)
             throw e
         }
-        guard renameat(dirFD, tempName, dirFD, name) == 0 else {
+        guard SandboxFiles.asOwner(owner, { renameat(dirFD, tempName, dirFD, name) }) == 0 else {
             let e = Posix.error("rename \(path)")
             _ = unlinkat(dirFD, tempName, 0)
             throw e

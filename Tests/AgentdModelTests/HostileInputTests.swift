@@ -44,13 +44,19 @@ import Testing
     /// Each rule's documented pattern, run as a regular expression, agrees
     /// with the check the handlers use, on edge cases and random strings.
     @Test func documentedPatternsAgreeWithTheChecks() throws {
-        var rules: [(String, FieldRule)] = [("name", Rules.name), ("envName", Rules.envName), ("image", Rules.image)]
+        var rules: [(String, FieldRule)] = [("name", Rules.name), ("envName", Rules.envName), ("image", Rules.image),
+                                            ("userEnvName", Rules.userEnvName), ("model", Rules.model),
+                                            ("cursor", Rules.cursor), ("sandboxPath", Rules.sandboxPath),
+                                            ("title", Rules.title)]
         for p in IDPrefix.allCases { rules.append((p.rawValue, Rules.id(p))) }
-        let alphabet = Array("aZ09._- _x/é\u{0}") + ["ses_", "agt_", ".versions", "key_"].flatMap { Array($0) }
+        let alphabet = Array("aZ09._- _x/é\u{0}:") + ["ses_", "agt_", ".versions", "key_", "..", "/proc", "/sys/", "AGENTD_"]
+            .flatMap { Array($0) }
         var rng = SystemRandomNumberGenerator()
         var samples = ["", " ", "a", "a ", " a", ".versions", "default", "-x", "_X1", "1abc", String(repeating: "a", count: 64),
                        String(repeating: "a", count: 65), "ses_12345678", "ses_1234567", "agt_" + String(repeating: "Z", count: 64),
-                       "agt_" + String(repeating: "Z", count: 65), "team_abcdefgh", "é"]
+                       "agt_" + String(repeating: "Z", count: 65), "team_abcdefgh", "é", "/proc/x", "proc/x", "/procx",
+                       "a/../b", "..", "/..", "a/..b", "//sys", "/", "AGENTD_X", "AGENTDX", "123:ses_12345678",
+                       "x:ses_12345678", "gpt-4o", "gpt 4o", String(repeating: "n", count: 256), "/" + String(repeating: "n", count: 255)]
         for _ in 0..<3000 {
             let n = Int.random(in: 0...12, using: &rng)
             samples.append(String((0..<n).map { _ in alphabet.randomElement(using: &rng) ?? "a" }))
@@ -61,8 +67,10 @@ import Testing
                 continue
             }
             let regex = try Regex(pattern)
+            let minLength = o["minLength"]?.intValue ?? 0, maxLength = o["maxLength"]?.intValue ?? Int.max
             for s in samples {
-                let documented = s.wholeMatch(of: regex) != nil
+                let n = s.unicodeScalars.count
+                let documented = s.wholeMatch(of: regex) != nil && n >= minLength && n <= maxLength
                 #expect(documented == rule.accepts(s), "\(label): \"\(s)\" pattern \(documented) check \(rule.accepts(s))")
             }
         }

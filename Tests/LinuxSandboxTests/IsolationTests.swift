@@ -199,4 +199,29 @@ struct IsolationTests {
             #expect(probe.contains("CapEff:\t0000000000000000"))
         }
     }
+
+    /// Found by the API fuzzer: the second user-namespace sandbox of a
+    /// backend failed to start (EINVAL attaching the image), because one
+    /// detached idmapped tree was shared and the first start used it up.
+    @Test func severalUserNamespaceSandboxesStartOneAfterAnother() async throws {
+        try await TestEnvironment.withBackend(warm: 0) { b in
+            var spec = TestEnvironment.spec
+            spec.userNamespace = true
+            var ids: [SandboxID] = []
+            for _ in 0..<3 {
+                let id = try await b.started(TestEnvironment.id(), spec)
+                #expect(try await b.sh(id, "id -u").trimmed == "0")
+                ids.append(id)
+            }
+            // Files uploaded by the daemon are created as the sandbox's root
+            // (its root file system lives in its user namespace, where the
+            // daemon's own ids have no mapping: EOVERFLOW, found by the fuzzer).
+            _ = try await b.writeFile(ids[1], path: "/workspace/up/loaded.txt", bytes: Array("from the host".utf8))
+            #expect(try await b.sh(ids[1], "cat /workspace/up/loaded.txt; stat -c ' %u' /workspace/up/loaded.txt") == "from the host 0\n")
+            // And again after a stop: the next start makes its own tree too.
+            try await b.stop(ids[0])
+            try await b.start(ids[0])
+            #expect(try await b.sh(ids[0], "stat -c %u /bin/busybox").trimmed == "0")
+        }
+    }
 }

@@ -25,13 +25,22 @@ SCHEMATHESIS = os.path.join(REPO, ".venv-fuzz", "bin", "schemathesis")
 
 def run_schemathesis(daemon, *args, seconds):
     assert os.path.exists(SCHEMATHESIS), "schemathesis is not installed (scripts/test makes .venv-fuzz)"
-    cmd = [SCHEMATHESIS, "run", f"http://127.0.0.1:{daemon.port}/v1/openapi.json",
+    cmd = [SCHEMATHESIS, "--config-file", os.path.join(os.path.dirname(__file__), "schemathesis.toml"), "run",
+           f"http://127.0.0.1:{daemon.port}/v1/openapi.json",
            "-H", f"Authorization: Bearer {daemon.admin_key}", "--checks", "all",
            "--exclude-checks", "ensure_resource_availability", "--workers", "2", "--request-timeout", "60",
            "--max-time", str(seconds), "--phases", "examples,fuzzing,stateful", "--seed", "20261207",
            "--suppress-health-check", "all", "--no-color"] + list(args)
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120)
-    assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
+    if r.returncode != 0:
+        # The failures' section, without the megabytes of generated bodies.
+        text = r.stdout
+        start = max(0, text.find("FAILURES"))
+        report = "\n".join(line[:300] for line in text[start:].splitlines())
+        # The daemon's own account of its 5xx answers.
+        log = open(os.path.join(daemon.state, "daemon.log"), errors="replace").read().splitlines()
+        errors = "\n".join(line[:2000] for line in log if " error " in line)[-8000:]
+        raise AssertionError(report[:12000] + r.stderr[-2000:] + "\n--- daemon errors ---\n" + errors)
     assert daemon.proc.poll() is None, "agentd died under the fuzzer"
     assert daemon.api.req("GET", "/healthz").status_code == 200
     return r.stdout

@@ -274,3 +274,48 @@ def test_methods_content_types_and_duplicate_keys(daemon):
     r = api.req("POST", "/v1/agents", data=deep, headers={"Content-Type": "application/json"})
     assert r.status_code == 400
     alive(daemon)
+
+
+def test_a_client_that_stops_reading_a_stream_is_cut_off(make_daemon):
+    import asyncio
+    from conftest import write_config
+    from streamload import fill_transcript
+    d = make_daemon(extra_args=["--config", write_config("[http]\nwrite_stall_timeout_s = 2\n")])
+    sid = d.api.session(d.api.agent()["id"])["id"]
+    # More than loopback's socket buffers hold, so the replay stalls.
+    total = 14_000_000
+    asyncio.run(fill_transcript(d.port, d.admin_key, sid, total, message_bytes=100_000))
+
+    sock = socket.create_connection(("127.0.0.1", d.port), timeout=15)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+    sock.sendall(f"GET /v1/sessions/{sid}/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {d.admin_key}\r\n"
+                 f"Accept: text/event-stream\r\n\r\n".encode())
+    assert sock.recv(12).startswith(b"HTTP/1.1 200")
+    time.sleep(6)  # not reading: agentd gives up after 2 s of a full socket
+    got, closed = 0, False
+    try:
+        while True:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                closed = True
+                break
+            got += len(chunk)
+    except (TimeoutError, OSError):
+        pass
+    sock.close()
+    assert closed, f"a stalled stream kept its connection ({got} bytes read after the stall)"
+    assert got < total, got
+    alive(d)
+
+
+def test_user_namespace_sessions_run(daemon):
+    # Found by the fuzzer: the second user-namespace sandbox of a daemon
+    # answered 500 (its image could not be attached: the first start had
+    # used up the one idmapped tree they shared).
+    api = daemon.api
+    agent = api.agent(sandbox={"image": "minimal", "user_namespace": True})
+    for _ in range(3):
+        sid = api.session(agent["id"])["id"]
+        out = api.exec(sid, "id -u; cat /proc/self/uid_map")
+        assert out["exit_code"] == 0 and out["stdout"].split()[0] == "0", out
+        assert "100000" in out["stdout"], out

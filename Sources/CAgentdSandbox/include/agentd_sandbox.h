@@ -267,6 +267,8 @@ extern const int agentd_o_path;
 long long agentd_stat_mode(const char *path);
 /* f_type of the file system holding `fd` (statfs), or -1 with errno. */
 long long agentd_fs_magic(int fd);
+/* setfsgid then setfsuid on this thread; the previous ids come back. */
+void agentd_set_fs_ids(unsigned uid, unsigned gid, unsigned *old_uid, unsigned *old_gid);
 
 #ifdef __cplusplus
 }
