@@ -1,4 +1,5 @@
 import AgentdModel
+import AgentdStore
 import SandboxKit
 
 /// Input checks shared by the services; each failure names its field.
@@ -36,6 +37,19 @@ extension String {
 }
 
 extension AgentdError {
+    /// Any layer's error as an API error, where it has a meaning for the
+    /// client (the store's "gone" and "conflict", which a race with a
+    /// concurrent delete can surface anywhere); nil for the rest (a 500).
+    public static func translate(_ error: any Error) -> AgentdError? {
+        switch error {
+        case let e as AgentdError: return e
+        case let e as SandboxError: return .from(e)
+        case StoreError.notFound(let what): return .notFound(what)
+        case StoreError.conflict(let message): return .conflict(message)
+        default: return nil
+        }
+    }
+
     /// The sandbox layer's errors, as API errors.  System failures keep
     /// their details in the log, not in the answer.
     public static func from(_ e: SandboxError) -> AgentdError {

@@ -194,5 +194,7 @@ public enum Rules {
     public static let sessionsLimit = FieldRule.integer(1...500)
     public static let messagesLimit = FieldRule.integer(1...10000)
     public static let runsLimit = FieldRule.integer(1...200)
-    public static let seq = FieldRule.integer(0...Int(Int64.max >> 1))
+    /// Event sequence numbers: up to 2^53 - 1, the largest integer a JSON
+    /// number carries exactly (the document's maximum must mean what it says).
+    public static let seq = FieldRule.integer(0...9_007_199_254_740_991)
 }

@@ -268,6 +268,7 @@ struct ErrorMiddleware: RouterMiddleware {
         case is CancellationError:
             return HTTP.error(.unavailable("the request was cancelled"))
         default:
+            if let e = AgentdError.translate(error) { return HTTP.error(e) }
             logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
             return HTTP.error(.internal())
         }

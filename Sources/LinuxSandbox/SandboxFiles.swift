@@ -262,7 +262,14 @@ struct PendingWrite {
             throw e
         }
         guard SandboxFiles.asOwner(owner, { renameat(dirFD, tempName, dirFD, name) }) == 0 else {
-            let e = Posix.error("rename \(path)")
+            let code = errno
+            // The destination is a mount point of the sandbox (/etc/hosts,
+            // /tmp...) or otherwise not replaceable: its state, not a failure.
+            let e = code == EXDEV || code == EBUSY || code == EISDIR || code == ENOTEMPTY || code == EPERM
+                || code == EACCES || code == EROFS
+                ? SandboxError(.conflict, "\(path) cannot be replaced: \(String(cString: strerror(code)))", field: "path",
+                               errno: code)
+                : Posix.error("rename \(path)", code)
             _ = unlinkat(dirFD, tempName, 0)
             throw e
         }

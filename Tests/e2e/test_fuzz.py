@@ -28,7 +28,7 @@ def run_schemathesis(daemon, *args, seconds):
     cmd = [SCHEMATHESIS, "--config-file", os.path.join(os.path.dirname(__file__), "schemathesis.toml"), "run",
            f"http://127.0.0.1:{daemon.port}/v1/openapi.json",
            "-H", f"Authorization: Bearer {daemon.admin_key}", "--checks", "all",
-           "--exclude-checks", "ensure_resource_availability", "--workers", "2", "--request-timeout", "60",
+           "--exclude-checks", "ensure_resource_availability", "--workers", "1", "--request-timeout", "60",
            "--max-time", str(seconds), "--phases", "examples,fuzzing,stateful", "--seed", "20261207",
            "--suppress-health-check", "all", "--no-color"] + list(args)
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120)
