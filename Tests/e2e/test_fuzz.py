@@ -31,7 +31,10 @@ def run_schemathesis(daemon, *args, seconds):
            "--exclude-checks", "ensure_resource_availability", "--workers", "1", "--request-timeout", "60",
            "--max-time", str(seconds), "--phases", "examples,fuzzing,stateful", "--seed", "20261207",
            "--suppress-health-check", "all", "--no-color"] + list(args)
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120)
+    # Run outside the checkout: schemathesis keeps a cache of the failures
+    # it found (.schemathesis/) in its working directory and replays them
+    # first; each run starts from the seed alone.
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120, cwd=daemon.state)
     if r.returncode != 0:
         # The failures' section, without the megabytes of generated bodies.
         text = r.stdout
