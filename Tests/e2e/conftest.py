@@ -38,7 +38,19 @@ def image_dir(tmp_path_factory):
 
 
 def kill_cgroup_tree(name):
-    """Kill every process under cgroup parent `name` in every hierarchy and remove it."""
+    """Kill every process under cgroup parent `name` in every hierarchy and remove it.
+    Frozen cgroups (paused sandboxes) are thawed first: a frozen process
+    cannot die, and would be left behind."""
+    for root in CGROUP_ROOTS:
+        top = os.path.join(root, name)
+        for dirpath, _, files in os.walk(top):
+            for f, value in (("freezer.state", "THAWED"), ("cgroup.freeze", "0")):
+                if f in files:
+                    try:
+                        with open(os.path.join(dirpath, f), "w") as fh:
+                            fh.write(value)
+                    except OSError:
+                        pass
     for root in CGROUP_ROOTS:
         top = os.path.join(root, name)
         if not os.path.isdir(top):
