@@ -95,6 +95,10 @@ final class PeerClock: @unchecked Sendable {
     var headDeadline: Scheduled<Void>?
     var bodyBytes = 0
     var bodyCheck: RepeatedTask?
+    /// Since when agentd has been asking for more of the request and not
+    /// getting it (nil: it is not asking: a handler holding the request back,
+    /// e.g. waiting for room in the body budget, is not the client's fault).
+    var wantedSince: NIODeadline?
     var stallDeadline: Scheduled<Void>?
 
     init(limits: ConnectionLimits) { self.limits = limits }
@@ -172,6 +176,7 @@ final class RequestPhaseHandler: ChannelDuplexHandler, RemovableChannelHandler {
             startBodyCheck(context)
         case .body(let b):
             clock.bodyBytes += b.readableBytes
+            clock.wantedSince = nil
         case .end:
             clock.bodyCheck?.cancel()
             clock.bodyCheck = nil
@@ -186,6 +191,11 @@ final class RequestPhaseHandler: ChannelDuplexHandler, RemovableChannelHandler {
         context.write(data, promise: promise)
     }
 
+    func read(context: ChannelHandlerContext) {
+        if clock.wantedSince == nil { clock.wantedSince = .now() }
+        context.read()
+    }
+
     private func startBodyCheck(_ context: ChannelHandlerContext) {
         clock.bodyCheck?.cancel()
         clock.bodyBytes = 0
@@ -195,8 +205,9 @@ final class RequestPhaseHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let clock = self.clock
         clock.bodyCheck = context.eventLoop.scheduleRepeatedTask(initialDelay: window, delay: window) { task in
             // Ended by `.end`; a body without one (no length, no chunks) is
-            // never started: the decoder sends `.end` at once.
-            if clock.bodyBytes < minimum {
+            // never started: the decoder sends `.end` at once.  Only a client
+            // that was asked for more for the whole window is too slow.
+            if clock.bodyBytes < minimum, let since = clock.wantedSince, since <= .now() - window {
                 task.cancel()
                 channel.close(promise: nil)
             }

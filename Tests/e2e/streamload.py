@@ -1,6 +1,6 @@
 """Many slow and idle clients against one agentd, and the latency of an
 ordinary client beside them: used by test_load.py (assertions) and by
-scripts/bench-streams (the benchmark of BENCHMARKS.md).
+`scripts/bench streams` (the benchmark of BENCHMARKS.md).
 
 Raw asyncio sockets, no HTTP library: thousands of connections in one
 process, each doing exactly what the scenario says (an event stream that is
