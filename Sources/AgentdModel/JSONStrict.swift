@@ -29,6 +29,11 @@ public enum JSONStrict {
     }
 
     public static func scan(_ bytes: [UInt8], maxDepth: Int = 32) -> Scan {
+        bytes.withUnsafeBytes { scan($0, maxDepth: maxDepth) }
+    }
+
+    /// Scans the bytes where they are (a request body is not copied for it).
+    public static func scan(_ bytes: UnsafeRawBufferPointer, maxDepth: Int = 32) -> Scan {
         var result = Scan()
         var stack: [Frame] = []
         var lastKey = ""
@@ -50,16 +55,20 @@ public enum JSONStrict {
                     stack[stack.count - 1] = .object(keys: keys, expectingKey: true, path: path)
                 }
             case UInt8(ascii: "\""):
-                guard let (end, text) = string(bytes, from: i) else { return result }
-                if case .object(var keys, true, let path)? = stack.last {
-                    guard keys.insert(text).inserted else {
-                        result.problem = .duplicateKey(path: path, key: text)
-                        return result
-                    }
-                    stack[stack.count - 1] = .object(keys: keys, expectingKey: false, path: path)
-                    lastKey = text
-                    if stack.count <= 2 { result.keys[path, default: []].append(text) }
+                // Only keys are decoded; a value (a 16 MiB stdin) is skipped.
+                guard case .object(var keys, true, let path)? = stack.last else {
+                    guard let end = stringEnd(bytes, from: i) else { return result }
+                    i = end + 1
+                    continue
                 }
+                guard let (end, text) = string(bytes, from: i) else { return result }
+                guard keys.insert(text).inserted else {
+                    result.problem = .duplicateKey(path: path, key: text)
+                    return result
+                }
+                stack[stack.count - 1] = .object(keys: keys, expectingKey: false, path: path)
+                lastKey = text
+                if stack.count <= 2 { result.keys[path, default: []].append(text) }
                 i = end
             default:
                 break
@@ -81,7 +90,7 @@ public enum JSONStrict {
     /// The string starting at the quote at `start`: the index of its closing
     /// quote and its decoded text (escapes resolved, so that "a" and "\u0061"
     /// are the same key, as they are to the decoder).
-    private static func string(_ bytes: [UInt8], from start: Int) -> (Int, String)? {
+    private static func string(_ bytes: UnsafeRawBufferPointer, from start: Int) -> (Int, String)? {
         var out: [UInt8] = []
         var i = start + 1
         while i < bytes.count {
@@ -111,11 +120,24 @@ public enum JSONStrict {
         return nil
     }
 
+    /// The index of the closing quote of the string starting at `start`.
+    private static func stringEnd(_ bytes: UnsafeRawBufferPointer, from start: Int) -> Int? {
+        var i = start + 1
+        while i < bytes.count {
+            switch bytes[i] {
+            case UInt8(ascii: "\""): return i
+            case UInt8(ascii: "\\"): i += 2
+            default: i += 1
+            }
+        }
+        return nil
+    }
+
     /// `XXXX` (after `\u`) at `i`, joined with a following low surrogate.
-    private static func unicodeEscape(_ bytes: [UInt8], at i: Int) -> (Unicode.Scalar, Int)? {
+    private static func unicodeEscape(_ bytes: UnsafeRawBufferPointer, at i: Int) -> (Unicode.Scalar, Int)? {
         func hex4(_ at: Int) -> UInt32? {
             guard at + 4 <= bytes.count else { return nil }
-            return UInt32(String(decoding: bytes[at..<at + 4], as: UTF8.self), radix: 16)
+            return UInt32(String(decoding: UnsafeRawBufferPointer(rebasing: bytes[at..<at + 4]), as: UTF8.self), radix: 16)
         }
         guard let high = hex4(i) else { return nil }
         if (0xD800..<0xDC00).contains(high), i + 10 <= bytes.count, bytes[i + 4] == UInt8(ascii: "\\"),

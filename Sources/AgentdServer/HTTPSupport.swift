@@ -67,46 +67,55 @@ enum HTTP {
     static func decode<T: Decodable>(_ type: T.Type, from request: Request, allowed: Set<String>,
                                      nested: [String: Set<String>] = [:], limit: Int = 1 << 20) async throws -> T {
         try requireJSON(request)
-        if let announced = request.headers[.contentLength].flatMap({ Int($0) }), announced > limit {
+        let announced = request.headers[.contentLength].flatMap { Int($0) }
+        if let announced, announced > limit {
             throw AgentdError.tooLarge("the request body (\(announced) bytes) is larger than \(limit) bytes")
         }
-        var request = request
-        let buffer: ByteBuffer
-        do {
-            buffer = try await request.collectBody(upTo: limit)
-        } catch let e as HTTPError where e.status == .contentTooLarge {
-            throw AgentdError.tooLarge("the request body is larger than \(limit) bytes")
-        } catch is NIOTooManyBytesError {
-            throw AgentdError.tooLarge("the request body is larger than \(limit) bytes")
-        }
-        let bytes = Array(buffer.readableBytesView)
-        guard let first = bytes.first(where: { !isJSONSpace($0) }) else { throw AgentdError.invalid("a JSON body is required") }
-        guard first == UInt8(ascii: "{") else { throw AgentdError.invalid("the body must be a JSON object") }
-        let scan = JSONStrict.scan(bytes)
-        switch scan.problem {
-        case .duplicateKey(let path, let key)?:
-            let f = path.isEmpty ? key : path + "." + key
-            throw AgentdError.invalid("the field \"\(f)\" appears twice", field: f)
-        case .tooDeep(let depth)?:
-            throw AgentdError.invalid("the body is nested deeper than \(depth) levels")
-        case nil:
-            break
-        }
-        for key in scan.keys[""] ?? [] where !allowed.contains(key) {
-            throw AgentdError.invalid("unknown field \"\(key)\"", field: key)
-        }
-        for (key, fields) in nested {
-            for k in scan.keys[key] ?? [] where !fields.contains(k) {
-                throw AgentdError.invalid("unknown field \"\(key).\(k)\"", field: "\(key).\(k)")
+        // Collected into one buffer sized from the announced length (a
+        // buffer grown by doubling would hold up to twice the body).
+        var buffer = ByteBufferAllocator().buffer(capacity: min(max(announced ?? 0, 0), limit))
+        for try await chunk in request.body {
+            guard buffer.readableBytes + chunk.readableBytes <= limit else {
+                throw AgentdError.tooLarge("the request body is larger than \(limit) bytes")
             }
+            buffer.writeImmutableBuffer(chunk)
         }
-        do {
-            return try AgentdJSON.decoder.decode(T.self, from: Data(bytes))
-        } catch let e as DecodingError {
-            if case .dataCorrupted(let c) = e, c.codingPath.isEmpty {
-                throw AgentdError.invalid("the body is not valid JSON")
+        // The body is scanned and decoded where it lies: no copy of it is
+        // made (a 20 MiB exec body would otherwise be held three times).
+        return try buffer.withUnsafeReadableBytes { bytes in
+            guard let first = bytes.first(where: { !isJSONSpace($0) }) else {
+                throw AgentdError.invalid("a JSON body is required")
             }
-            throw describe(e)
+            guard first == UInt8(ascii: "{") else { throw AgentdError.invalid("the body must be a JSON object") }
+            let scan = JSONStrict.scan(bytes)
+            switch scan.problem {
+            case .duplicateKey(let path, let key)?:
+                let f = path.isEmpty ? key : path + "." + key
+                throw AgentdError.invalid("the field \"\(f)\" appears twice", field: f)
+            case .tooDeep(let depth)?:
+                throw AgentdError.invalid("the body is nested deeper than \(depth) levels")
+            case nil:
+                break
+            }
+            for key in scan.keys[""] ?? [] where !allowed.contains(key) {
+                throw AgentdError.invalid("unknown field \"\(key)\"", field: key)
+            }
+            for (key, fields) in nested {
+                for k in scan.keys[key] ?? [] where !fields.contains(k) {
+                    throw AgentdError.invalid("unknown field \"\(key).\(k)\"", field: "\(key).\(k)")
+                }
+            }
+            guard let base = bytes.baseAddress else { throw AgentdError.invalid("a JSON body is required") }
+            // Borrowed for the decoder's call only; it keeps no reference.
+            let data = Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: base), count: bytes.count, deallocator: .none)
+            do {
+                return try AgentdJSON.decoder.decode(T.self, from: data)
+            } catch let e as DecodingError {
+                if case .dataCorrupted(let c) = e, c.codingPath.isEmpty {
+                    throw AgentdError.invalid("the body is not valid JSON")
+                }
+                throw describe(e)
+            }
         }
     }
 

@@ -31,9 +31,9 @@ def test_stalled_streams_and_slow_clients_leave_others_served(daemon):
 def test_many_large_request_bodies_share_a_bounded_budget(daemon):
     """40 concurrent exec requests of 16 MiB each (the review's finding took
     the daemon from 396 MB to 1.3 GB): they wait for room in the body budget
-    (64 MiB by default) instead of all sitting in memory at once.  Measured:
-    about +230 MiB at the peak (BENCHMARKS.md); the bound here is what the
-    budget guarantees, with room for the copies a request makes."""
+    (64 MiB by default) instead of all sitting in memory at once, and a body
+    is scanned and decoded where it lies.  Measured: about +112 MiB at the
+    peak (BENCHMARKS.md); the issue's target is under +200 MiB."""
     import concurrent.futures
     import json
     from streamload import rss_mib
@@ -66,5 +66,5 @@ def test_many_large_request_bodies_share_a_bounded_budget(daemon):
     # Every request is answered: done, or told to come back (503 + Retry-After).
     assert all(code in (200, 503) for code, _ in results), results
     assert sum(1 for code, out in results if code == 200 and out == str(16 << 20)) >= 10, results
-    assert peak[0] - idle < 400, (idle, peak[0])
+    assert peak[0] - idle < 200, (idle, peak[0])
     alive(daemon)

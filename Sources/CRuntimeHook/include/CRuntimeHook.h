@@ -9,4 +9,12 @@
  * which is all this does.  Swift cannot name a C variable of another library. */
 void **agentd_swift_enqueue_global_hook(void);
 
+/* Fixes glibc's mmap threshold (mallopt(M_MMAP_THRESHOLD), from malloc.h,
+ * which Swift's Glibc module does not import): blocks of `bytes` and more get
+ * their own mapping and return to the kernel when freed.  glibc otherwise
+ * raises the threshold after the first large free, after which large request
+ * bodies land in per-thread arenas that keep the memory.  Returns mallopt's
+ * result (1 on success). */
+int agentd_fix_mmap_threshold(int bytes);
+
 #endif
