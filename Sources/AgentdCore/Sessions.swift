@@ -9,40 +9,6 @@ import FoundationEssentials
 import Foundation
 #endif
 
-/// When each session's sandbox was last used and how many operations are
-/// using it now: the idle stopper leaves busy sandboxes alone.
-actor SandboxActivity {
-    private var lastUsed: [String: ContinuousClock.Instant] = [:]
-    private var inUse: [String: Int] = [:]
-
-    func begin(_ id: String) {
-        inUse[id, default: 0] += 1
-        lastUsed[id] = .now
-    }
-
-    func end(_ id: String) {
-        inUse[id, default: 1] -= 1
-        if inUse[id] == 0 { inUse[id] = nil }
-        lastUsed[id] = .now
-    }
-
-    func idle(_ id: String, longerThan d: Duration) -> Bool {
-        guard inUse[id] == nil else { return false }
-        guard let t = lastUsed[id] else {
-            lastUsed[id] = .now
-            return false
-        }
-        return ContinuousClock.now - t > d
-    }
-
-    func lastUse(_ id: String) -> ContinuousClock.Instant? { lastUsed[id] }
-
-    func forget(_ id: String) {
-        lastUsed[id] = nil
-        inUse[id] = nil
-    }
-}
-
 /// Sessions and everything hanging off them: the transcript, runs, and the
 /// session's sandbox (created on first use, stopped when idle, started again
 /// transparently).
@@ -53,7 +19,8 @@ public final class SessionService: Sendable {
     let hub: EventHub
     let config: CoreConfig
     let logger: Logger
-    let activity = SandboxActivity()
+    /// Who uses which session's sandbox: the one owner of "in use".
+    public let leases = SandboxLeases()
     public let runControl: RunControl
 
     public init(store: Store, backend: any SandboxBackend, secrets: SecretService, hub: EventHub, config: CoreConfig,
@@ -119,7 +86,7 @@ public final class SessionService: Sendable {
                 throw AgentdError.from(e)
             }
         }
-        await activity.forget(s.id)
+        await leases.forget(s.id)
         guard try await store.deleteSession(id: s.id, teamID: caller.scope, audit: caller.audit("delete", "session", s.id))
         else { throw AgentdError.notFound("session") }
         hub.close(sessionID: s.id)
@@ -270,21 +237,21 @@ public final class SessionService: Sendable {
         return own[Self.gatewayKeySecret] ?? team[Self.gatewayKeySecret]
     }
 
-    /// Run `body` with the sandbox running and marked busy.
+    /// Run `body` with the sandbox running and leased.
     public func withSandbox<T: Sendable>(_ s: Session, _ body: (SandboxID) async throws -> T) async throws -> T {
-        await activity.begin(s.id)
+        let lease = await leases.acquire(s.id)
         do {
             let sid = try await ensureRunning(s)
             let r = try await body(sid)
-            await activity.end(s.id)
+            await lease.release()
             return r
         } catch let e as SandboxError {
-            await activity.end(s.id)
+            await lease.release()
             // The answer hides a system failure's details; the log keeps them.
             if e.kind == .system { logger.error("sandbox operation failed", metadata: ["session": "\(s.id)", "error": "\(e)"]) }
             throw AgentdError.from(e)
         } catch {
-            await activity.end(s.id)
+            await lease.release()
             throw error
         }
     }
@@ -296,17 +263,17 @@ public final class SessionService: Sendable {
             throw AgentdError.conflict("the session's agent no longer exists")
         }
         let request = try execRequest(input, env: try await environment(s, agent: agent))
-        await activity.begin(s.id)
+        let lease = await leases.acquire(s.id)
         do {
             let sid = try await ensureRunning(s)
             let process = try await backend.exec(sid, request)
             Counter(label: "agentd_exec_total").increment()
-            return (TrackedProcess(inner: process, onEnd: { [activity] in await activity.end(s.id) }), s)
+            return (TrackedProcess(inner: process, onEnd: { await lease.release() }), s)
         } catch let e as SandboxError {
-            await activity.end(s.id)
+            await lease.release()
             throw AgentdError.from(e)
         } catch {
-            await activity.end(s.id)
+            await lease.release()
             throw error
         }
     }
@@ -361,11 +328,11 @@ public final class SessionService: Sendable {
                   modifiedAt: f.modifiedAt)
     }
 
-    /// The content as a stream; the sandbox is marked busy until it ends.
+    /// The content as a stream; the sandbox is leased until it ends.
     public func readFile(_ caller: Identity, id: String, path: String) async throws -> (FileEntry, ByteChunks) {
         let s = try await get(caller, id: id)
         try Rules.sandboxPath.check(path, field: "path")
-        await activity.begin(s.id)
+        let lease = await leases.acquire(s.id)
         do {
             let sid = try await ensureRunning(s)
             let info = try await backend.stat(sid, path: path)
@@ -373,7 +340,6 @@ public final class SessionService: Sendable {
                 throw AgentdError.conflict("\(info.path) is not a regular file", field: "path")
             }
             let chunks = try await backend.readFile(sid, path: path)
-            let activity = self.activity
             let tracked = ByteChunks { continuation in
                 let task = Task {
                     do {
@@ -382,16 +348,16 @@ public final class SessionService: Sendable {
                     } catch {
                         continuation.finish(throwing: error)
                     }
-                    await activity.end(s.id)
+                    await lease.release()
                 }
                 continuation.onTermination = { _ in task.cancel() }
             }
             return (Self.entry(info), tracked)
         } catch let e as SandboxError {
-            await activity.end(s.id)
+            await lease.release()
             throw AgentdError.from(e)
         } catch {
-            await activity.end(s.id)
+            await lease.release()
             throw error
         }
     }
@@ -430,7 +396,7 @@ public final class SessionService: Sendable {
                              cpuSeconds: $0.cpuMicros.map { Double($0) / 1e6 }, pids: $0.pids, oomKills: $0.oomKills)
         }
         var idleAt: Date? = nil
-        if st.state == .running, let last = await activity.lastUse(s.id) {
+        if st.state == .running, let last = await leases.lastUse(s.id) {
             let remaining = config.idleStopAfter - (ContinuousClock.now - last)
             let c = remaining.components
             idleAt = Date().addingTimeInterval(max(0, Double(c.seconds) + Double(c.attoseconds) / 1e18))
@@ -447,8 +413,7 @@ public final class SessionService: Sendable {
             switch action {
             case "start":
                 _ = try await ensureRunning(s)
-                await activity.begin(s.id)
-                await activity.end(s.id)
+                await leases.touch(s.id)
             case "stop":
                 if (try? await backend.status(sid)) != nil {
                     try await backend.stop(sid)
@@ -477,18 +442,20 @@ public final class SessionService: Sendable {
 
     // MARK: background work and recovery
 
-    /// Stop sandboxes unused for `idleStopAfter` (their files stay).
+    /// Stop sandboxes nobody holds and nobody used for `idleStopAfter`
+    /// (their files stay).
     public func stopIdleSandboxes() async {
         guard let running = try? await store.sessionIDs(sandboxState: "running") else { return }
         for id in running {
-            guard await activity.idle(id, longerThan: config.idleStopAfter) else { continue }
             guard let sid = try? SandboxID(id) else { continue }
-            do {
-                try await backend.stop(sid)
-                try await sandboxChanged(id, "stopped", reason: "idle")
-                logger.info("stopped an idle sandbox", metadata: ["session": "\(id)"])
-            } catch {
-                logger.warning("could not stop an idle sandbox", metadata: ["session": "\(id)", "error": "\(error)"])
+            _ = await leases.stopIfIdle(id, idleFor: config.idleStopAfter) { [self] in
+                do {
+                    try await backend.stop(sid)
+                    try await sandboxChanged(id, "stopped", reason: "idle")
+                    logger.info("stopped an idle sandbox", metadata: ["session": "\(id)"])
+                } catch {
+                    logger.warning("could not stop an idle sandbox", metadata: ["session": "\(id)", "error": "\(error)"])
+                }
             }
         }
     }

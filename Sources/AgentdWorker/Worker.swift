@@ -140,6 +140,10 @@ public final class Worker: Sendable {
         let log = l
         log.info(claim.resumed ? "resuming run" : "starting run")
         Counter(label: "agentd_runs_started_total").increment()
+        // The run holds the session's sandbox from its claim to its end
+        // (model steps, tools, a harness command): the idle stopper leaves
+        // it alone however long a step takes.
+        let lease = await sessions.leases.acquire(run.sessionID)
 
         let outcome: RunOutcome = await withTaskGroup(of: RunOutcome?.self) { group in
             group.addTask {
@@ -197,6 +201,7 @@ public final class Worker: Sendable {
             if result == nil && userCancel.isSet { result = .cancelled }
             return result ?? .interrupted
         }
+        await lease.release()
         await finish(run, outcome, logger: log)
     }
 

@@ -85,6 +85,15 @@ class Script:
             if step == 1:
                 return call("exec", None, raw='{"command": "echo again", "timeout_s": -1e308}')
             return {"text": "Tool answered: " + tool_out[:200]}
+        if text.startswith("longwork"):
+            # `longwork N`: a tool call of N seconds, then a model step of N
+            # seconds, then a look at what the first call left in /tmp.
+            n = int(text.split()[1])
+            if step == 0:
+                return call("exec", {"command": "echo alive > /tmp/marker; sleep %d; echo slept" % n})
+            if step == 1:
+                return dict(call("exec", {"command": "cat /tmp/marker"}), think=n)
+            return {"text": "marker: " + tool_out.strip()[:100]}
         if "hugeusage" in text:
             return {"text": "counted", "usage": {"prompt_tokens": 1e300, "completion_tokens": -5,
                                                   "total_tokens": 1e300}}
@@ -179,6 +188,7 @@ class Handler(BaseHTTPRequestHandler):
         with self.script.lock:
             self.script.requests.append({"body": body, "headers": dict(self.headers)})
         turn = self.script.turn(body)
+        time.sleep(turn.get("think", 0))
         if "status" in turn:
             headers = {"Retry-After": turn["retry_after"]} if "retry_after" in turn else {}
             return self.reply(turn["status"], {"error": {"message": "scripted failure %d" % turn["status"],
