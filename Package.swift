@@ -58,7 +58,8 @@ let package = Package(
             ]
         ),
         // Wire types shared by the daemon, agentctl and tests; IDs, roles, errors.
-        .target(name: "AgentdModel"),
+        // The API's types and input rules (naming rules shared with SandboxKit).
+        .target(name: "AgentdModel", dependencies: ["SandboxKit"]),
         // SQLite (GRDB) persistence: migrations, group commit, run queue.
         .target(
             name: "AgentdStore",

@@ -1,3 +1,5 @@
+import SandboxKit
+
 /// Input constraints declared once: the services validate with `check`, and
 /// the OpenAPI document shows `schema`, so the two cannot drift (a test also
 /// runs each rule's pattern, as a regular expression, against its check).
@@ -127,22 +129,12 @@ public enum Rules {
     public static let envName = FieldRule.string(
         pattern: "^[A-Za-z_][A-Za-z0-9_]{0,254}$", rule: "an environment variable name ([A-Za-z_][A-Za-z0-9_]*)",
         maxLength: 255
-    ) { s in
-        let b = Array(s.utf8)
-        guard let first = b.first, b.count <= 255, first == 0x5F || (isAlnum(first) && !(first >= 0x30 && first <= 0x39))
-        else { return false }
-        return b.allSatisfy { isAlnum($0) || $0 == 0x5F }
-    }
+    ) { s in EnvName.isValid(s) }
 
     /// Image names: a lower-case letter or digit, then those and . _ -.
     public static let image = FieldRule.string(
         pattern: "^[a-z0-9][a-z0-9._-]{0,63}$", rule: "an image name like \"default\"", maxLength: 64
-    ) { s in
-        let b = Array(s.utf8)
-        func ok(_ c: UInt8) -> Bool { (c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x7A) }
-        guard let first = b.first, b.count <= 64, ok(first) else { return false }
-        return b.allSatisfy { ok($0) || $0 == 0x2E || $0 == 0x5F || $0 == 0x2D }
-    }
+    ) { s in ImageName.isValid(s) }
 
     /// A path inside a sandbox, as the files routes take it: absolute or
     /// relative to /workspace, no `..` component (nothing may climb, and a

@@ -228,23 +228,18 @@ struct BodyLimitMiddleware: RouterMiddleware {
     /// Bodies up to this size are not worth accounting.
     static let small = 64 << 10
 
-    init(limits: ConnectionLimits) {
+    let table: BodyLimits
+
+    init(limits: ConnectionLimits, endpoints: [Endpoint]) {
         budget = ByteBudget(capacity: limits.bodyMemory)
         wait = limits.bodyWait
-    }
-
-    /// The largest body a route takes whole; nil for a streamed upload.
-    static func maxBody(_ request: Request) -> Int? {
-        let path = request.uri.path
-        if request.method == .put && path.hasPrefix("/v1/sessions/") && path.hasSuffix("/files/content") { return nil }
-        if request.method == .post && path.hasPrefix("/v1/sessions/") && path.hasSuffix("/exec") { return Exec.maxBody }
-        return 1 << 20
+        table = BodyLimits(endpoints)
     }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
         -> Response
     {
-        guard let max = Self.maxBody(request) else { return try await next(request, context) }
+        guard let max = table.limit(request.method, request.uri.path) else { return try await next(request, context) }
         let announced = request.headers[.contentLength].flatMap { Int($0) }
         if let announced, announced > max {
             throw AgentdError.tooLarge("the request body (\(announced) bytes) is larger than \(max) bytes, the most "
@@ -265,6 +260,38 @@ struct BodyLimitMiddleware: RouterMiddleware {
             budget.release(need)
             throw error
         }
+    }
+}
+
+/// Each route's body limit (`Endpoint.maxBody`), found from a request's
+/// method and path before routing.  A path no route matches gets the JSON
+/// limit (it is answered 404 or 405 anyway).
+struct BodyLimits: Sendable {
+    private struct Route: Sendable {
+        let method: HTTPRequest.Method
+        /// Path components; nil where the template has a parameter.
+        let parts: [String?]
+        let limit: Int?
+    }
+
+    private let routes: [Route]
+
+    init(_ endpoints: [Endpoint]) {
+        routes = endpoints.map { e in
+            Route(method: e.method,
+                  parts: e.path.split(separator: "/").map { $0.hasPrefix("{") ? nil : String($0) },
+                  limit: e.maxBody)
+        }
+    }
+
+    func limit(_ method: HTTPRequest.Method, _ path: String) -> Int? {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: true)
+        for r in routes where r.method == method && r.parts.count == parts.count {
+            if zip(r.parts, parts).allSatisfy({ template, part in template.map { $0 == part } ?? true }) {
+                return r.limit
+            }
+        }
+        return HTTP.maxJSONBody
     }
 }
 

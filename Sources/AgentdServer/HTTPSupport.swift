@@ -35,6 +35,9 @@ public struct AgentdContext: RequestContext {
 }
 
 enum HTTP {
+    /// What a JSON body may weigh unless its route says otherwise.
+    static let maxJSONBody = 1 << 20
+
     static let jsonHeaders: HTTPFields = [.contentType: "application/json; charset=utf-8"]
 
     /// Types with a hand-written JSON form, chosen at compile time (no
@@ -65,7 +68,7 @@ enum HTTP {
     /// fields (nested objects too), then typed decoding with field names in
     /// errors.  The body is decoded once, straight into `T`.
     static func decode<T: Decodable>(_ type: T.Type, from request: Request, allowed: Set<String>,
-                                     nested: [String: Set<String>] = [:], limit: Int = 1 << 20) async throws -> T {
+                                     nested: [String: Set<String>] = [:], limit: Int = maxJSONBody) async throws -> T {
         try requireJSON(request)
         let announced = request.headers[.contentLength].flatMap { Int($0) }
         if let announced, announced > limit {

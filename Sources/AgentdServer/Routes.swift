@@ -27,12 +27,15 @@ public struct Endpoint: Sendable {
     public var query: [String]
     /// Query parameters without which the route answers 400.
     public var requiredQuery: Set<String> = []
+    /// The largest body the route collects whole; nil for a streamed
+    /// ("binary") body, whose size only the sandbox's disk bounds.
+    public var maxBody: Int?
     public var open: Bool
     let handler: @Sendable (API, Request, AgentdContext) async throws -> Response
 
     init(_ method: HTTPRequest.Method, _ path: String, _ summary: String, tag: String, body: String? = nil,
          response: String? = nil, status: Int = 200, query: [String] = [], requiredQuery: Set<String> = [],
-         open: Bool = false, _ handler: @escaping @Sendable (API, Request, AgentdContext) async throws -> Response) {
+         maxBody: Int = HTTP.maxJSONBody, open: Bool = false, _ handler: @escaping @Sendable (API, Request, AgentdContext) async throws -> Response) {
         self.method = method
         self.path = path
         self.summary = summary
@@ -42,6 +45,7 @@ public struct Endpoint: Sendable {
         self.status = status
         self.query = query
         self.requiredQuery = requiredQuery
+        self.maxBody = body == "binary" ? nil : maxBody
         self.open = open
         self.handler = handler
     }
@@ -66,7 +70,7 @@ public struct API: Sendable {
         let router = Router(context: AgentdContext.self)
         router.add(middleware: ErrorMiddleware(logger: logger))
         router.add(middleware: AuthMiddleware(auth: services.auth, signIns: services.signIns))
-        router.add(middleware: BodyLimitMiddleware(limits: limits))
+        router.add(middleware: BodyLimitMiddleware(limits: limits, endpoints: API.endpoints))
         router.add(middleware: StrictQueryMiddleware())
         Dashboard.register(on: router, services: services)
         for e in API.endpoints {
@@ -246,7 +250,7 @@ public struct API: Sendable {
                 try HTTP.json(try await api.services.sessions.cancel(try c.caller(), id: try API.param(c, "id")))
             },
             Endpoint(.post, "/v1/sessions/{id}/exec", "Run a command in the sandbox (Accept: text/event-stream streams it)",
-                     tag: "sandbox", body: "ExecInput", response: "ExecOutput") { api, r, c in
+                     tag: "sandbox", body: "ExecInput", response: "ExecOutput", maxBody: Exec.maxBody) { api, r, c in
                 try await Exec.handle(services: api.services, request: r, context: c)
             },
             Endpoint(.get, "/v1/sessions/{id}/files", "List a directory", tag: "files", response: "FileList",
