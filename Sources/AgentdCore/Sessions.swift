@@ -203,11 +203,11 @@ public final class SessionService: Sendable {
         }
     }
 
-    func sandboxChanged(_ sessionID: String, _ state: String, reason: String) async throws {
+    func sandboxChanged(_ sessionID: String, _ state: String, reason: String, message: String? = nil) async throws {
         try await store.setSandboxState(sessionID: sessionID, state: state)
-        _ = try await append(sessionID: sessionID, [NewEvent(kind: .sandboxStatus,
-                                                             data: .object(["state": .string(state),
-                                                                            "reason": .string(reason)]))])
+        var data: [String: JSONValue] = ["state": .string(state), "reason": .string(reason)]
+        if let message { data["message"] = .string(message) }
+        _ = try await append(sessionID: sessionID, [NewEvent(kind: .sandboxStatus, data: .object(data))])
     }
 
     /// The environment of a command in this session's sandbox, by
@@ -456,6 +456,24 @@ public final class SessionService: Sendable {
                 } catch {
                     logger.warning("could not stop an idle sandbox", metadata: ["session": "\(id)", "error": "\(error)"])
                 }
+            }
+        }
+    }
+
+    /// Say in a session's transcript, and in its sandbox state, when its
+    /// sandbox stopped without anyone asking (killed from outside, out of
+    /// memory, exited): until cancelled or the backend closes.
+    public func recordUnexpectedStops() async {
+        for await stop in backend.unexpectedStops {
+            let id = stop.id.rawValue
+            Counter(label: "agentd_sandbox_unexpected_stops_total", dimensions: [("cause", stop.cause.rawValue)])
+                .increment()
+            do {
+                try await sandboxChanged(id, "stopped", reason: stop.cause.rawValue, message: stop.message)
+            } catch {
+                // A session deleted meanwhile has no transcript to write to.
+                logger.info("could not record an unexpected sandbox stop",
+                            metadata: ["session": "\(id)", "error": "\(error)"])
             }
         }
     }

@@ -127,8 +127,8 @@ enum CgroupDetection {
     /// v1 hierarchies of a hybrid host, else none (no limits, reported).
     /// `parent` "auto": on v2, the delegated subtree systemd gave this
     /// process if it did (see `delegatedParent`), else `defaultParent`.
-    static func driver(choice: CgroupDriverChoice, parent: String,
-                       selfCgroup: String? = ownV2Path()) throws(SandboxError) -> any CgroupDriver {
+    static func driver(choice: CgroupDriverChoice, parent: String, selfCgroup: String? = ownV2Path(),
+                       instance: String = "test") throws(SandboxError) -> any CgroupDriver {
         let mounts = CgroupMounts.read()
         func v2() throws(SandboxError) -> CgroupV2Driver? {
             guard let root = mounts.v2 else { return nil }
@@ -149,7 +149,8 @@ enum CgroupDetection {
         }
         func v1() throws(SandboxError) -> CgroupV1Driver? {
             guard mounts.v1["memory"] != nil, mounts.v1["pids"] != nil, mounts.v1["freezer"] != nil else { return nil }
-            return try CgroupV1Driver(mounts: mounts.v1, parent: parent == "auto" ? defaultParent : parent)
+            return try CgroupV1Driver(mounts: mounts.v1, parent: parent == "auto" ? defaultParent : parent,
+                                      instance: instance)
         }
         switch choice {
         case .v2:
@@ -405,8 +406,11 @@ final class CgroupV1Driver: CgroupDriver {
     private let hierarchies: [String]
     /// Swap is accounted: every memory cgroup has memory.memsw.* files.
     private let hasMemsw: Bool
+    /// `.spare-<instance>-`: this agentd's spares (see InstanceTag); other
+    /// instances' under the same parent are theirs.
+    private let sparePrefix: String
 
-    init(mounts: [String: String], parent: String) throws(SandboxError) {
+    init(mounts: [String: String], parent: String, instance: String) throws(SandboxError) {
         guard CgroupDetection.validParent(parent) else {
             throw SandboxError(.invalidArgument, "cgroup parent \"\(parent)\" must be a relative path", field: "cgroup.parent")
         }
@@ -417,10 +421,12 @@ final class CgroupV1Driver: CgroupDriver {
         self.roots = roots
         hasMemsw = mounts["memory"].map { Posix.exists($0 + "/memory.memsw.limit_in_bytes") } ?? false
         hierarchies = Array(Set(roots.values)).sorted()
+        sparePrefix = ".spare-" + instance + "-"
         for h in hierarchies {
             try Posix.makeDirectories(h)
-            // Spares of an earlier run are not known to anyone: remove them.
-            for n in Posix.listDirectory(h) where n.hasPrefix(".spare-") { _ = rmdir(h + "/" + n) }
+            // Our spares of an earlier run are not known to anyone: remove
+            // them (only ours: another agentd may share the parent).
+            for n in Posix.listDirectory(h) where n.hasPrefix(sparePrefix) { _ = rmdir(h + "/" + n) }
         }
         var notes = ["io weight is not enforced with cgroup v1"]
         if roots["cpu"] == nil { notes.append("cpu controller not mounted: cpu limits are not enforced") }
@@ -433,7 +439,7 @@ final class CgroupV1Driver: CgroupDriver {
 
     func prepareSpares(count: Int) {
         while spares.withLock({ $0.count }) < count {
-            let spare = ".spare-" + String(UInt64.random(in: 0...UInt64.max), radix: 36)
+            let spare = sparePrefix + String(UInt64.random(in: 0...UInt64.max), radix: 36)
             var made: [String] = []
             for h in hierarchies {
                 if mkdir(h + "/" + spare, 0o755) == 0 { made.append(h) } else { break }

@@ -228,6 +228,12 @@ public actor LinuxSandboxBackend: SandboxBackend {
     let hostCPUs: Int
     /// A record lock on STATE/.sandbox.lock: one backend per state directory.
     private let stateLock: StateDirectoryLock
+    /// Sandboxes that stopped without being asked to (`unexpectedStops`).
+    public nonisolated let unexpectedStops: AsyncStream<UnexpectedStop>
+    private nonisolated let stopReports: AsyncStream<UnexpectedStop>.Continuation
+    /// This agentd's name on the host (InstanceTag): in the names of warm
+    /// shells' cgroups and sockets, so that only this agentd removes them.
+    nonisolated let instance: String
     private var netnsPool: [Int32] = []
     private var refilling = false
     /// The running refill, awaited by `close()` so it cannot make spare
@@ -285,9 +291,21 @@ public actor LinuxSandboxBackend: SandboxBackend {
         guard geteuid() == 0 else {
             throw SandboxError(.unsupported, "the Linux sandbox backend needs root (it creates namespaces and cgroups)")
         }
-        let choice = CgroupDriverChoice(rawValue: config.cgroupDriver) ?? .auto
-        let cgroups = try CgroupDetection.driver(choice: choice, parent: config.cgroupParent)
-        let backend = try LinuxSandboxBackend(config: config, logger: logger, cgroups: cgroups)
+        // The state directory is claimed before anything on the host is
+        // looked at: a second agentd on it must fail without touching a thing.
+        try Posix.makeDirectories(config.stateDirectory, mode: 0o711)
+        let lock = try StateDirectoryLock(directory: config.stateDirectory)
+        let instance = InstanceTag.of(stateDirectory: config.stateDirectory)
+        let backend: LinuxSandboxBackend
+        do {
+            let choice = CgroupDriverChoice(rawValue: config.cgroupDriver) ?? .auto
+            let cgroups = try CgroupDetection.driver(choice: choice, parent: config.cgroupParent, instance: instance)
+            backend = try LinuxSandboxBackend(config: config, logger: logger, cgroups: cgroups, lock: lock,
+                                              instance: instance)
+        } catch {
+            lock.release()
+            throw error
+        }
         try await backend.recover()
         await backend.refillPools()
         return backend
@@ -330,8 +348,12 @@ public actor LinuxSandboxBackend: SandboxBackend {
         return UInt64(lim.rlim_cur)
     }
 
-    private init(config: LinuxSandboxConfig, logger: Logger, cgroups: any CgroupDriver) throws {
+    private init(config: LinuxSandboxConfig, logger: Logger, cgroups: any CgroupDriver, lock: StateDirectoryLock,
+                 instance: String) throws {
         self.config = config
+        self.instance = instance
+        self.stateLock = lock
+        (unexpectedStops, stopReports) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(4096))
         self.logger = logger
         self.cgroups = cgroups
         self.seccomp = try SeccompProgram(rules: SeccompProfile.rules, allow32Bit: config.allow32Bit)
@@ -359,7 +381,6 @@ public actor LinuxSandboxBackend: SandboxBackend {
             try Posix.makeDirectories(dir, mode: mode_t(mode))
             _ = chmod(dir, mode_t(mode))
         }
-        stateLock = try StateDirectoryLock(directory: config.stateDirectory)
         let probe = config.runDirectory + "/" + String(repeating: "x", count: 64) + ".sock"
         guard probe.utf8.count < 108 else {
             throw SandboxError(.invalidArgument,
@@ -380,6 +401,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
     /// Running sandboxes keep running; `stopAll()` stops them first.
     public func shutdown() {
         closing = true
+        stopReports.finish()
         discardWarmShells()
         discardSpareRoots()
         for id in entries.keys { discardPreparedRoot(id) }
@@ -828,20 +850,44 @@ public actor LinuxSandboxBackend: SandboxBackend {
     }
 
     private func watch(_ id: SandboxID, _ runtime: SandboxRuntime) {
-        reaper.watch(pidfd: runtime.pidfd) { [weak self] in
+        reaper.watch(pidfd: runtime.pidfd) { [weak self] exit in
             runtime.markExited()
             guard let self else { return }
-            Task { await self.initExited(id, runtime) }
+            Task { await self.initExited(id, runtime, exit) }
         }
     }
 
-    /// The init of `id` is gone (stopped by us, or died): clean up after it.
-    private func initExited(_ id: SandboxID, _ runtime: SandboxRuntime) {
+    /// The init of `id` is gone (stopped by us, or died): clean up after it,
+    /// and if nobody asked for it, say why it stopped.
+    private func initExited(_ id: SandboxID, _ runtime: SandboxRuntime, _ exit: Reaper.Exit?) {
         guard let current = entries[id]?.runtime, current === runtime else { return }
         if entries[id]?.transition == nil {
-            logger.warning("sandbox init exited unexpectedly; the sandbox is stopped", metadata: ["sandbox": "\(id)"])
+            // Read before the cgroup goes.
+            let oomKills = cgroups.usage(runtime.cgroup).oomKills
+            let (cause, message) = Self.explain(exit, oomKills: oomKills, memoryLimit: runtime.limits.memoryBytes)
+            logger.warning("a sandbox stopped unexpectedly", metadata: [
+                "sandbox": "\(id)", "cause": "\(cause.rawValue)", "why": "\(message)"])
+            stopReports.yield(UnexpectedStop(id: id, cause: cause, message: message))
         }
         finishStop(id)
+    }
+
+    /// Why an init ended by itself: its exit as reaped (nil when it was not
+    /// our child), and the OOM kills its cgroup counted.
+    static func explain(_ exit: Reaper.Exit?, oomKills: Int?, memoryLimit: UInt64?) -> (UnexpectedStop.Cause, String) {
+        let limit = memoryLimit.map { " (limit \($0 >> 20) MiB)" } ?? ""
+        switch exit {
+        case .signaled(SIGKILL)? where (oomKills ?? 0) > 0, nil where (oomKills ?? 0) > 0:
+            return (.outOfMemory, "the sandbox ran out of memory\(limit) and the kernel's OOM killer ended it")
+        case .signaled(let signal)?:
+            let name = signal == SIGKILL ? " (SIGKILL)" : signal == SIGTERM ? " (SIGTERM)" : ""
+            return (.killed, "the sandbox was killed by signal \(signal)\(name) from outside agentd")
+        case .exited(let code)?:
+            return (.exited, "the sandbox's init exited by itself with code \(code)")
+        case nil:
+            return (.lost, "the sandbox's processes ended; agentd cannot tell how (it adopted the sandbox after a "
+                        + "restart, so their exit status went to no one)")
+        }
     }
 
     private func finishStop(_ id: SandboxID) {
@@ -1245,7 +1291,7 @@ public actor LinuxSandboxBackend: SandboxBackend {
     /// is full.
     private func nextWarmCgroup() -> String? {
         guard needsWarm() else { return nil }
-        let name = warmCgroupPrefix + String(UInt64.random(in: 0...UInt64.max), radix: 36)
+        let name = warmCgroupPrefix + instance + "-" + String(UInt64.random(in: 0...UInt64.max), radix: 36)
         warmCgroups.insert(name)
         return name
     }
@@ -1369,21 +1415,34 @@ public actor LinuxSandboxBackend: SandboxBackend {
         for name in Posix.listDirectory(sandboxesDirectory) where name.hasPrefix(SpareRoot.prefix) {
             try? Posix.removeTree(sandboxesDirectory + "/" + name)
         }
-        // Leftovers: cgroups and sockets of sandboxes that are not running,
-        // and of warm shells (they exited with the agentd that made them).
+        // Leftovers: cgroups and sockets of our sandboxes that are not
+        // running, and of our warm shells (they exited with the agentd that
+        // made them).  Only ours: other agentd processes may share the cgroup
+        // parent and the run directory, and what they made is theirs.
         let inUse = Set(entries.values.compactMap { $0.runtime?.cgroup })
         for name in cgroups.existing() where !inUse.contains(name) {
+            guard isOurs(name) else {
+                logger.debug("leaving another agentd's cgroup alone", metadata: ["cgroup": "\(name)"])
+                continue
+            }
             logger.info("removing a leftover sandbox cgroup", metadata: ["cgroup": "\(name)"])
             try? cgroups.remove(name)
         }
-        for file in Posix.listDirectory(config.runDirectory) where file.hasPrefix(".warm-") {
+        for file in Posix.listDirectory(config.runDirectory) where file.hasPrefix(".warm-" + instance + "-") {
             _ = unlink(config.runDirectory + "/" + file)
         }
         for file in Posix.listDirectory(config.runDirectory) {
             let base = file.hasSuffix(".sock") || file.hasSuffix(".run") ? String(file.split(separator: ".")[0]) : nil
-            guard let base, let id = try? SandboxID(base), entries[id]?.runtime == nil else { continue }
+            guard let base, let id = try? SandboxID(base), entries[id] != nil, entries[id]?.runtime == nil else { continue }
             _ = unlink(config.runDirectory + "/" + file)
         }
+    }
+
+    /// Whether a cgroup under the parent is this agentd's: a sandbox of its
+    /// state directory, or a warm shell's carrying its instance tag.
+    private func isOurs(_ cgroup: String) -> Bool {
+        if let id = try? SandboxID(cgroup) { return entries[id] != nil }
+        return cgroup.hasPrefix(warmCgroupPrefix + instance + "-")
     }
 
     private func adopt(_ id: SandboxID) -> SandboxRuntime? {

@@ -10,8 +10,14 @@ import Glibc
 /// reports each exit once.  Inits adopted after a restart are not our
 /// children; their pidfds still become readable when they exit.
 final class Reaper: Sendable {
+    /// How a child ended, when it was ours to reap (nil for adopted ones).
+    enum Exit: Sendable, Equatable {
+        case exited(Int32)
+        case signaled(Int32)
+    }
+
     private let wake: (read: Int32, write: Int32)
-    private let handlers = Mutex<[Int32: @Sendable () -> Void]>([:])
+    private let handlers = Mutex<[Int32: @Sendable (Exit?) -> Void]>([:])
     private let stopping = Atomic<Bool>(false)
 
     init() throws(SandboxError) {
@@ -33,7 +39,7 @@ final class Reaper: Sendable {
     }
 
     /// Call `onExit` once when the process behind `pidfd` has exited.
-    func watch(pidfd: Int32, onExit: @escaping @Sendable () -> Void) {
+    func watch(pidfd: Int32, onExit: @escaping @Sendable (Exit?) -> Void) {
         handlers.withLock { $0[pidfd] = onExit }
         poke()
     }
@@ -54,6 +60,16 @@ final class Reaper: Sendable {
         _ = Glibc.write(wake.write, &b, 1)
     }
 
+    /// The exit in a `waitid` result (CLD_EXITED 1, CLD_KILLED 2, CLD_DUMPED 3).
+    static func exit(_ info: siginfo_t) -> Exit? {
+        let status = info._sifields._sigchld.si_status
+        switch info.si_code {
+        case 1: return .exited(status)
+        case 2, 3: return .signaled(status)
+        default: return nil
+        }
+    }
+
     private func loop() {
         var drain = [UInt8](repeating: 0, count: 256)
         while !stopping.load(ordering: .relaxed) {
@@ -71,9 +87,9 @@ final class Reaper: Sendable {
             for p in fds.dropFirst() where p.revents != 0 {
                 // Reap it if it is our child; ECHILD for adopted ones is fine.
                 var info = siginfo_t()
-                _ = waitid(idtype_t(rawValue: 3) /* P_PIDFD */, id_t(p.fd), &info, WEXITED | WNOHANG)
+                let reaped = waitid(idtype_t(rawValue: 3) /* P_PIDFD */, id_t(p.fd), &info, WEXITED | WNOHANG) == 0
                 let handler = handlers.withLock { $0.removeValue(forKey: p.fd) }
-                handler?()
+                handler?(reaped ? Self.exit(info) : nil)
             }
         }
         Glibc.close(wake.read)

@@ -52,6 +52,34 @@ public struct SandboxStatus: Sendable, Equatable {
     }
 }
 
+/// A sandbox that stopped when nobody asked it to, and why: what its
+/// session's transcript says (an event), so that no sandbox vanishes
+/// silently.
+public struct UnexpectedStop: Sendable, Equatable {
+    public enum Cause: String, Sendable {
+        /// The kernel's OOM killer ended it (its memory limit was reached).
+        case outOfMemory = "oom_killed"
+        /// Its init was killed by a signal from outside (not by agentd).
+        case killed
+        /// Its init exited by itself.
+        case exited
+        /// It is gone and the backend cannot tell how (it was adopted after
+        /// a restart, so its exit status went to no one).
+        case lost
+    }
+
+    public var id: SandboxID
+    public var cause: Cause
+    /// One sentence for people: "killed by signal 9 from outside agentd".
+    public var message: String
+
+    public init(id: SandboxID, cause: Cause, message: String) {
+        self.id = id
+        self.cause = cause
+        self.message = message
+    }
+}
+
 /// What a backend can do on this host, reported by the daemon.
 public struct BackendInfo: Sendable, Equatable, Codable {
     public var name: String
@@ -78,6 +106,9 @@ public struct BackendInfo: Sendable, Equatable, Codable {
 /// drives pods.  Every operation is async and streams what can be large, so a
 /// backend whose sandboxes live elsewhere fits without changes to callers.
 public protocol SandboxBackend: Sendable {
+    /// Sandboxes that stopped without being asked to, as they are noticed
+    /// (one consumer: the daemon's session service).
+    var unexpectedStops: AsyncStream<UnexpectedStop> { get }
     func info() async -> BackendInfo
 
     /// Record a sandbox and prepare its persistent files; it starts stopped.

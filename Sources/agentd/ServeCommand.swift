@@ -236,7 +236,8 @@ struct WorkerService: Service {
     }
 }
 
-/// Periodic work: stop idle sandboxes, ping the systemd watchdog.
+/// Periodic work: stop idle sandboxes, ping the systemd watchdog; and
+/// record sandboxes that stopped by themselves in their sessions.
 struct Housekeeping: Service {
     let sessions: SessionService
     let logger: Logger
@@ -244,14 +245,18 @@ struct Housekeeping: Service {
     func run() async throws {
         let watchdog = Notify.watchdogInterval()
         await cancelWhenGracefulShutdown {
-            var lastIdleCheck = ContinuousClock.now
-            while !Task.isCancelled {
-                try? await Task.sleep(for: watchdog.map { $0 / 2 } ?? .seconds(5))
-                if watchdog != nil { Notify.send("WATCHDOG=1") }
-                if ContinuousClock.now - lastIdleCheck >= .seconds(5) {
-                    lastIdleCheck = .now
-                    await sessions.stopIdleSandboxes()
+            await withDiscardingTaskGroup { group in
+                group.addTask { await sessions.recordUnexpectedStops() }
+                var lastIdleCheck = ContinuousClock.now
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: watchdog.map { $0 / 2 } ?? .seconds(5))
+                    if watchdog != nil { Notify.send("WATCHDOG=1") }
+                    if ContinuousClock.now - lastIdleCheck >= .seconds(5) {
+                        lastIdleCheck = .now
+                        await sessions.stopIdleSandboxes()
+                    }
                 }
+                group.cancelAll()
             }
         }
     }

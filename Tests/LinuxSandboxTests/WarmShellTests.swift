@@ -213,20 +213,30 @@ struct WarmShellTests {
                                         warmPool: 0, spareRoots: 0)
         let first = try await LinuxSandboxBackend.open(config: config, logger: logger)
         // What a killed agentd leaves: a warm shell's cgroup and socket.
-        let cg = try first.cgroups.prepareWarm(".sandbox-leftover")
+        let mine = warmCgroupPrefix + first.instance + "-leftover"
+        let cg = try first.cgroups.prepareWarm(mine)
         cg.close()
-        let sock = config.runDirectory + "/.warm-leftover.sock"
+        let sock = config.runDirectory + "/.warm-" + first.instance + "-leftover.sock"
         Posix.close(try LinuxSandboxBackend.listenSocket(sock))
+        // Another agentd's (another instance tag) on the same parent and run
+        // directory: not ours to remove.
+        let theirs = warmCgroupPrefix + "0123456789ab-theirs"
+        try first.cgroups.prepareWarm(theirs).close()
+        let theirSock = config.runDirectory + "/.warm-0123456789ab-theirs.sock"
+        Posix.close(try LinuxSandboxBackend.listenSocket(theirSock))
         // and a spare root's directory (its mount went with the process).
         let spare = state + "/sandboxes/" + SpareRoot.prefix + "leftover"
         try Posix.makeDirectories(spare + "/upper/workspace")
         try Posix.makeDirectories(spare + "/work/work")
         await first.shutdown()
-        #expect(first.cgroups.existing().contains(".sandbox-leftover"))
+        #expect(first.cgroups.existing().contains(mine))
         let second = try await LinuxSandboxBackend.open(config: config, logger: logger)
-        #expect(second.cgroups.existing().isEmpty)
+        #expect(second.cgroups.existing() == [theirs])
         #expect(!Posix.exists(sock))
+        #expect(Posix.exists(theirSock))
         #expect(!Posix.exists(spare))
+        try second.cgroups.remove(theirs)
+        _ = unlink(theirSock)
         await second.close()
         try? Posix.removeTree(state)
     }

@@ -1,9 +1,14 @@
 """Nothing one team, one sandbox or one stray process does hurts the others
 (issue #21): one owner of "in use" (long runs are not stopped as idle), and
 instances that never touch each other's sandboxes."""
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
 import time
 
-from conftest import transcript, wait_run
+from conftest import AGENTD, kill_cgroup_tree, transcript, wait_run
 from test_runs import gateway_env
 
 # The idle stopper looks every 5 s; with idle_stop_seconds = 2 a sandbox
@@ -58,3 +63,91 @@ def test_long_api_exec_keeps_its_sandbox(make_daemon):
     sid = api.session(api.agent()["id"])["id"]
     r = api.exec(sid, f"sleep {LONG}; echo survived")
     assert r["exit_code"] == 0 and "survived" in r["stdout"], r
+
+
+def sandbox_cgroup_of(host_pid):
+    """The cgroup directory of a host process: its v1 freezer cgroup on a
+    hybrid host, else its cgroup v2 one."""
+    lines = open(f"/proc/{host_pid}/cgroup").read().splitlines()
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "freezer" in controllers.split(","):
+            return "/sys/fs/cgroup/freezer" + path
+    for line in lines:
+        if line.startswith("0::"):
+            return "/sys/fs/cgroup" + line[3:]
+    raise AssertionError(f"no cgroup for {host_pid}")
+
+
+def host_pids_running(marker):
+    out = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                if marker in open(f"/proc/{p}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace"):
+                    out.append(int(p))
+            except OSError:
+                pass
+    return out
+
+
+def test_instances_never_touch_each_others_sandboxes(make_daemon, image_dir):
+    """Finding 1: a second agentd (a `sandbox run`, a daemon, its restart
+    after kill -9) removed the first one's sandbox cgroups as "leftovers" and
+    killed what ran in them.  Three newcomers share the first daemon's cgroup
+    parent here, as they do agentd's default one on a host."""
+    shared = f"agentd-e2e-shared-{os.getpid()}-{time.time_ns() % 10**9}"
+    other_state = tempfile.mkdtemp(prefix="agentd-e2e-run-")
+    try:
+        a = make_daemon(env={"AGENTD_CGROUP_PARENT": shared})
+        api = a.api
+        sid = api.session(api.agent()["id"])["id"]
+        assert api.exec(sid, "echo alive > /tmp/marker; sleep 3601 >/dev/null 2>&1 &")["exit_code"] == 0
+        started = api.get(f"/v1/sessions/{sid}/sandbox")["started_at"]
+        events_before = len(transcript(api, sid))
+
+        def untouched(after):
+            box = api.get(f"/v1/sessions/{sid}/sandbox")
+            assert box["state"] == "running" and box["started_at"] == started, (after, box)
+            assert api.exec(sid, "cat /tmp/marker")["stdout"] == "alive\n", after
+            assert host_pids_running("sleep 3601"), after
+            assert len(transcript(api, sid)) == events_before, (after, transcript(api, sid)[events_before:])
+
+        # `agentd sandbox run` beside it, with its own state directory.
+        r = subprocess.run([AGENTD, "sandbox", "run", "--state-dir", other_state, "--rootfs", str(image_dir), "--",
+                            "echo", "hello"], env={**os.environ, "AGENTD_CGROUP_PARENT": shared},
+                           capture_output=True, timeout=120)
+        assert r.returncode == 0 and b"hello" in r.stdout, r.stderr.decode()
+        untouched("sandbox run")
+        # A second daemon: it starts (recovery), runs a sandbox, dies by
+        # kill -9, starts again (recovery of its own leftovers), stops.
+        b = make_daemon(env={"AGENTD_CGROUP_PARENT": shared})
+        untouched("second daemon's start")
+        bsid = b.api.session(b.api.agent()["id"])["id"]
+        assert b.api.exec(bsid, "echo b")["stdout"] == "b\n"
+        b.kill9()
+        b.start()
+        untouched("second daemon's restart after kill -9")
+        assert b.api.exec(bsid, "echo b again")["stdout"] == "b again\n"
+        b.stop()
+        untouched("second daemon's stop")
+
+        # Killed from outside: the session says so.
+        pids = host_pids_running("sleep 3601")
+        cg = sandbox_cgroup_of(pids[0])
+        for p in open(os.path.join(cg, "cgroup.procs")).read().split():
+            os.kill(int(p), signal.SIGKILL)
+        deadline = time.time() + 20
+        stops = []
+        while time.time() < deadline and not stops:
+            stops = [e["data"] for e in transcript(api, sid)
+                     if e["kind"] == "sandbox_status" and e["data"].get("state") == "stopped"]
+            time.sleep(0.2)
+        assert stops and stops[0]["reason"] == "killed", stops
+        assert "signal 9" in stops[0]["message"] and "outside agentd" in stops[0]["message"], stops
+        assert api.get(f"/v1/sessions/{sid}")["sandbox_state"] == "stopped"
+        # And it starts again on the next use.
+        assert api.exec(sid, "echo back")["stdout"] == "back\n"
+    finally:
+        kill_cgroup_tree(shared)
+        shutil.rmtree(other_state, ignore_errors=True)
