@@ -140,6 +140,15 @@ enum Schema {
                 );
                 """)
         }
+        m.registerMigration("v4 team quotas, fair queue") { db in
+            // A team's quotas: a JSON object (TeamQuotas), NULL for none.
+            // The queue is served team by team (Store.claimRun): queued runs
+            // by team, oldest first.
+            try db.execute(sql: """
+                ALTER TABLE teams ADD COLUMN quotas TEXT;
+                CREATE INDEX runs_team_queue ON runs(state, team_id, created_at);
+                """)
+        }
         return m
     }
 

@@ -332,33 +332,94 @@ extension Store {
     /// running run, or a running run whose lease has expired (its worker
     /// died).  The lease is `owner` until `leaseUntil`.
     public func claimRun(owner: String, leaseSeconds: Double) async throws -> RunClaim? {
-        try await write { db in
+        let served = servedTeams.withLock { $0 }
+        let claim = try await write { db -> RunClaim? in
             let now = Store.now()
             let until = now + Int64(leaseSeconds * 1000)
-            let row = try Row.fetchOne(db, sql: """
-                SELECT * FROM runs r
-                WHERE (r.state = 'running' AND r.lease_until < ?)
-                   OR (r.state = 'queued' AND NOT EXISTS (
-                        SELECT 1 FROM runs x WHERE x.session_id = r.session_id AND x.state = 'running'))
-                ORDER BY CASE r.state WHEN 'running' THEN 0 ELSE 1 END, r.created_at
-                LIMIT 1
-                """, arguments: [now])
+            // A run whose worker went away (its lease lapsed) comes first.
+            var row = try Row.fetchOne(db.cachedStatement(sql: """
+                SELECT * FROM runs WHERE state = 'running' AND lease_until < ? ORDER BY created_at LIMIT 1
+                """), arguments: [now])
+            if row == nil {
+                row = try Self.fairNext(db, served: served)
+            }
             guard let row else { return nil }
             let resumed = (row["state"] as String) == "running"
             let id: String = row["id"]
             let sessionID: String = row["session_id"]
-            try db.execute(sql: """
+            try db.cachedStatement(sql: """
                 UPDATE runs SET state = 'running', lease_owner = ?, lease_until = ?, started_at = COALESCE(started_at, ?)
                 WHERE id = ?
-                """, arguments: [owner, until, now, id])
-            try db.execute(sql: "UPDATE sessions SET status = 'running', active_run_id = ? WHERE id = ?",
-                           arguments: [id, sessionID])
-            guard let updated = try Row.fetchOne(db, sql: "SELECT * FROM runs WHERE id = ?", arguments: [id]) else {
+                """).execute(arguments: [owner, until, now, id])
+            try db.cachedStatement(sql: "UPDATE sessions SET status = 'running', active_run_id = ? WHERE id = ?")
+                .execute(arguments: [id, sessionID])
+            guard let updated = try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM runs WHERE id = ?"),
+                                                 arguments: [id]) else {
                 throw StoreError.internal("run vanished")
             }
             return RunClaim(run: Store.run(updated), teamID: row["team_id"], leaseUntil: Timestamp.date(millis: until),
                             resumed: resumed)
         }
+        if let claim {
+            servedTeams.withLock { s in
+                s.counter += 1
+                s.last[claim.teamID] = s.counter
+            }
+        }
+        return claim
+    }
+
+    /// The next queued run to serve, fairly between teams: of the teams with
+    /// runs waiting, the one with the fewest runs running (and under its
+    /// `concurrent_runs` quota), then the one served longest ago, then the
+    /// one waiting longest; its oldest run whose session has none running.
+    /// One team's backlog thus delays another team's next run by at most one
+    /// run's slot, however long the backlog.
+    static func fairNext(_ db: Database, served: ServedTeams) throws -> Row? {
+        struct Candidate {
+            let team: String
+            let oldest: Int64
+            var running = 0
+            var cap: Int?
+        }
+        var candidates: [String: Candidate] = [:]
+        for row in try Row.fetchAll(db.cachedStatement(sql: """
+            SELECT team_id, MIN(created_at) AS oldest FROM runs WHERE state = 'queued' GROUP BY team_id
+            """)) {
+            let team: String = row["team_id"]
+            candidates[team] = Candidate(team: team, oldest: row["oldest"])
+        }
+        guard !candidates.isEmpty else { return nil }
+        for row in try Row.fetchAll(db.cachedStatement(sql: """
+            SELECT team_id, COUNT(*) AS n FROM runs WHERE state = 'running' GROUP BY team_id
+            """)) {
+            let team: String = row["team_id"]
+            candidates[team]?.running = row["n"]
+        }
+        for row in try Row.fetchAll(db.cachedStatement(sql: """
+            SELECT id, json_extract(quotas, '$.concurrent_runs') AS cap FROM teams
+            WHERE quotas IS NOT NULL AND json_extract(quotas, '$.concurrent_runs') IS NOT NULL
+            """)) {
+            let team: String = row["id"]
+            candidates[team]?.cap = row["cap"]
+        }
+        let order = candidates.values
+            .filter { c in c.cap.map { c.running < $0 } ?? true }
+            .sorted { a, b in
+                if a.running != b.running { return a.running < b.running }
+                let sa = served.last[a.team] ?? 0, sb = served.last[b.team] ?? 0
+                if sa != sb { return sa < sb }
+                return a.oldest < b.oldest
+            }
+        let next = try db.cachedStatement(sql: """
+            SELECT * FROM runs r WHERE r.state = 'queued' AND r.team_id = ? AND NOT EXISTS (
+                SELECT 1 FROM runs x WHERE x.session_id = r.session_id AND x.state = 'running')
+            ORDER BY r.created_at LIMIT 1
+            """)
+        for c in order {
+            if let row = try Row.fetchOne(next, arguments: [c.team]) { return row }
+        }
+        return nil
     }
 
     /// Extend a lease; false when the lease was lost (another owner, or the run ended).

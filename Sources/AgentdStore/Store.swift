@@ -1,5 +1,6 @@
 import AgentdModel
 import GRDB
+import Synchronization
 import Logging
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -99,12 +100,21 @@ public struct SessionQuery: Sendable {
     }
 }
 
+struct ServedTeams: Sendable {
+    var counter: UInt64 = 0
+    var last: [String: UInt64] = [:]
+}
+
 /// agentd's database: one SQLite file in WAL mode with synchronous=FULL and
 /// foreign keys on, migrated before anything is served.  Readers use the
 /// pool's reader connections and never block the writer; every write goes
 /// through `GroupCommit`.
 public final class Store: Sendable {
     let pool: DatabasePool
+    /// When each team was last served a run (a claim counter), for the
+    /// queue's round robin between teams.  In memory: after a restart every
+    /// team starts even.
+    let servedTeams = Mutex(ServedTeams())
     let commits: GroupCommit
     let fastReads: FastReads
     public let path: String

@@ -1,6 +1,7 @@
 // agentd-bench: the daemon's benchmarks, each against its baseline in one run.
 //
 //   agentd-bench runs --image-dir DIR     agent-step overhead vs the bare model call; 100 sessions at once
+//   agentd-bench queue                    the worker's drain rate on a backlog; one team's wait behind another's
 //   agentd-bench appends                  durable event appends/s under concurrent sessions
 //   agentd-bench populate --state-dir D   a store with 10k sessions and 1M events (start-to-ready)
 //   agentd-bench hello --port P           a bare Hummingbird hello-world (the wrk baseline)
@@ -23,7 +24,7 @@ import Synchronization
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "agentd-bench", abstract: "agentd's benchmarks.",
-        subcommands: [RunsBench.self, AppendsBench.self, Populate.self, Hello.self])
+        subcommands: [RunsBench.self, QueueBench.self, AppendsBench.self, Populate.self, Hello.self])
 }
 
 // MARK: statistics
@@ -51,7 +52,7 @@ final class InstantModel: Sendable {
 
     func answer(_ body: JSONValue) -> [UInt8] {
         let model = body["model"]?.stringValue ?? "steps-1"
-        let steps = Int(model.dropFirst("steps-".count)) ?? 1
+        let steps = Int(model.dropFirst("steps-".count).prefix { $0.isNumber }) ?? 1
         let turns = (body["messages"]?.arrayValue ?? []).filter { $0["role"]?.stringValue == "assistant" }.count
         let message: JSONValue
         if turns + 1 < steps {
@@ -77,6 +78,11 @@ final class InstantModel: Sendable {
             self.arrivals.withLock { $0.append(.now) }
             let buffer = try await request.body.collect(upTo: 64 << 20)
             let body = (try? AgentdJSON.decoder.decode(JSONValue.self, from: Data(buffer.readableBytesView))) ?? .null
+            // "steps-N-ms-D": every answer takes D ms (a model that thinks).
+            if let model = body["model"]?.stringValue, let r = model.range(of: "-ms-"),
+               let delay = Int(model[r.upperBound...]) {
+                try await Task.sleep(for: .milliseconds(delay))
+            }
             return Response(status: .ok, headers: [.contentType: "application/json"],
                             body: .init(byteBuffer: ByteBuffer(bytes: self.answer(body))))
         }
@@ -223,6 +229,136 @@ struct RunsBench: AsyncParsableCommand {
               + "runs succeeded, \(runsFailed) failed in the step runs, \(events) events, wall time "
               + "\(f2(ms(wall) / 1000)) s.")
         if concurrentFailed + runsFailed > 0 { throw ExitCode(1) }
+    }
+}
+
+// MARK: queue
+
+/// The worker on a backlog: how fast 10,000 one-step runs drain against an
+/// instant model (runs/s), and how long one team's single run waits behind
+/// another team's backlog of 500 (against the same run on an idle worker).
+struct QueueBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "queue", abstract: "The worker's drain rate on a backlog, and fairness between teams.")
+
+    @Option(help: "A root filesystem (rootfs/build minimal); agents name one, runs here never start it.")
+    var imageDir: String
+    @Option(help: "Runs in the drain-rate backlog.") var runs = 10_000
+    @Option(help: "Runs in the other team's backlog.") var backlog = 500
+    @Option(help: "Milliseconds each model answer takes in the fairness phase.") var modelMs = 20
+    @Option(help: "The worker's concurrency (agentd.toml's default is 4).") var concurrency = 4
+    @Option(help: "Scratch state directory.") var stateDir = "/tmp/agentd-bench-queue"
+
+    func run() async throws {
+        var logger = Logger(label: "bench")
+        logger.logLevel = .error
+        try? FileManager.default.removeItem(atPath: stateDir)
+        try FileManager.default.createDirectory(atPath: stateDir + "/images", withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: stateDir + "/images/minimal", withDestinationPath: imageDir)
+        let model = InstantModel()
+        let (port, upstream) = try await model.start()
+        // One-step runs use no sandbox: a backend that is never asked.
+        let backend = try await LinuxSandboxBackend.open(
+            config: LinuxSandboxConfig(stateDirectory: stateDir, cgroupParent: "agentd-bench-\(getpid())",
+                                       networkNamespacePool: 0, warmPool: 0, spareRoots: 0),
+            logger: logger)
+        let store = try Store(path: stateDir + "/agentd.db", logger: logger)
+        let services = Services(
+            config: CoreConfig(stateDirectory: stateDir, defaultImage: "minimal", hostMemoryBytes: 1 << 34, hostCPUs: 2),
+            store: store, backend: backend, secretBox: try SecretBox.open(keyFile: stateDir + "/secret.key"),
+            version: "bench", logger: logger)
+        _ = try await services.auth.bootstrap(adminKeyPath: stateDir + "/admin.key")
+        let key = try String(contentsOfFile: stateDir + "/admin.key", encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        guard let admin = try await services.auth.authenticate(key) else { throw ValidationError("no admin") }
+        let teamA = try await services.auth.createTeam(admin, name: "team-a")
+        let teamB = try await services.auth.createTeam(admin, name: "team-b")
+        func agent(_ team: String, _ model: String) async throws -> Agent {
+            try await services.agents.create(admin, AgentInput(
+                name: "\(team.suffix(6))-\(model)", model: model, systemPrompt: "", tools: [],
+                sandbox: AgentSandbox(image: "minimal"), teamID: team))
+        }
+        func queue(_ agent: Agent, _ n: Int) async throws -> [String] {
+            var ids: [String] = []
+            for i in 0..<n {
+                let s = try await services.sessions.create(admin, agentID: agent.id, title: "q\(i)")
+                _ = try await services.sessions.postMessage(admin, id: s.id, content: "go")
+                ids.append(s.id)
+            }
+            return ids
+        }
+        func drained() async throws -> Bool {
+            let c = try await store.runCounts()
+            return c.queued + c.running == 0
+        }
+        func runWorker() -> (Worker, Task<Void, Never>) {
+            // Each worker shuts its gateway client down when it stops.
+            let gateway = GatewayClient(config: GatewayConfig(url: "http://127.0.0.1:\(port)/v1", key: nil),
+                                        logger: logger)
+            let worker = Worker(store: store, sessions: services.sessions, backend: backend, hub: services.hub,
+                                control: services.runControl, gateway: gateway, gatewayStatus: services.gatewayStatus,
+                                config: WorkerConfig(concurrency: concurrency, pollInterval: .milliseconds(200),
+                                                     stream: .never),
+                                logger: logger)
+            return (worker, Task { await worker.run() })
+        }
+        func waitRun(_ sessionID: String) async throws {
+            while try await services.sessions.get(admin, id: sessionID).status != "idle" {
+                try await Task.sleep(for: .milliseconds(1))
+            }
+        }
+
+        // Drain rate: the backlog is queued first, then the worker starts.
+        let quick = try await agent(teamA.id, "steps-1")
+        _ = try await queue(quick, runs)
+        var usage0 = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage0)
+        let t0 = ContinuousClock.now
+        let (_, drain) = runWorker()
+        while try await !drained() { try await Task.sleep(for: .milliseconds(5)) }
+        let wall = ms(ContinuousClock.now - t0) / 1000
+        var usage1 = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage1)
+        drain.cancel()
+        await drain.value
+        func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
+        let cpu = seconds(usage1.ru_utime) + seconds(usage1.ru_stime) - seconds(usage0.ru_utime) - seconds(usage0.ru_stime)
+        let failed = try await store.recentRuns(teamID: nil, state: "failed", limit: 10).count
+
+        // Fairness: team B's single run, alone, then behind team A's backlog.
+        let slowA = try await agent(teamA.id, "steps-1-ms-\(modelMs)")
+        let slowB = try await agent(teamB.id, "steps-1-ms-\(modelMs)")
+        let (_, fair) = runWorker()
+        var alone: [Double] = []
+        for _ in 0..<5 {
+            let a = ContinuousClock.now
+            let id = try await queue(slowB, 1)[0]
+            try await waitRun(id)
+            alone.append(ms(ContinuousClock.now - a))
+        }
+        fair.cancel()
+        await fair.value
+        _ = try await queue(slowA, backlog)
+        let (_, loaded) = runWorker()
+        try await Task.sleep(for: .milliseconds(5 * modelMs))  // the backlog is being served
+        let b0 = ContinuousClock.now
+        let bID = try await queue(slowB, 1)[0]
+        try await waitRun(bID)
+        let behind = ms(ContinuousClock.now - b0)
+        let left = try await store.runCounts().queued
+        loaded.cancel()
+        await loaded.value
+
+        await backend.close()
+        upstream.cancel()
+        try? FileManager.default.removeItem(atPath: stateDir)
+
+        print("| backlog of \(runs) one-step runs (instant model), worker concurrency \(concurrency) | "
+              + "\(Int(Double(runs) / wall)) runs/s | drained in \(f2(wall)) s, \(f2(cpu)) s of CPU "
+              + "(\(Int(cpu / wall * 100)) % of one core), \(failed) failed |")
+        print("| team B's one run (model \(modelMs) ms) behind team A's \(backlog) queued runs | \(f2(behind)) ms | "
+              + "alone on an idle worker: median \(f2(percentile(alone, 50))) ms; ratio \(f2(behind / percentile(alone, 50)))×; "
+              + "team A's runs still queued when B's ended: \(left) |")
     }
 }
 

@@ -175,6 +175,43 @@ func seeded(_ store: Store) async throws -> (team: Team, agent: Agent, session: 
         #expect(try await store.session(id: s.id, teamID: nil)?.status == "idle")
     }
 
+    /// One team's backlog does not hold another team's runs back: the
+    /// queue alternates between teams (fewest running first, then the one
+    /// served longest ago) instead of serving the oldest run overall.
+    @Test func theQueueServesTeamsFairly() async throws {
+        let path = tempDatabase()
+        defer { removeDatabase(path) }
+        let store = try Store(path: path)
+        let (a, agentA, _) = try await seeded(store)
+        let (b, agentB, _) = try await seeded(store)
+        func queue(_ team: Team, _ agent: Agent, _ n: Int) async throws -> [String] {
+            var runs: [String] = []
+            for i in 0..<n {
+                let s = try await store.createSession(id: Identifier.make(.session), teamID: team.id, agentID: agent.id,
+                                                      title: "q\(i)", audit: nil)
+                let (_, r) = try await store.postMessage(sessionID: s.id, teamID: team.id, runID: Identifier.make(.run),
+                                                         content: .string("go"), audit: nil)
+                runs.append(r.id)
+            }
+            return runs
+        }
+        let backlog = try await queue(a, agentA, 200)
+        let late = try await queue(b, agentB, 3)
+        var teams: [String] = []
+        for _ in 0..<6 {
+            let c = try #require(try await store.claimRun(owner: "w", leaseSeconds: 30))
+            teams.append(c.teamID == a.id ? "A" : "B")
+        }
+        #expect(teams == ["A", "B", "A", "B", "A", "B"])
+        // Within a team, oldest first.
+        let claimedA = try await store.recentRuns(teamID: a.id, state: "running", limit: 10).map(\.id)
+        #expect(Set(claimedA) == Set(backlog.prefix(3)))
+        #expect(try await store.recentRuns(teamID: b.id, state: "running", limit: 10).count == late.count)
+        // B has nothing left: A gets every slot.
+        let next = try #require(try await store.claimRun(owner: "w", leaseSeconds: 30))
+        #expect(next.teamID == a.id)
+    }
+
     @Test func sessionsPageByKeysetAndFilter() async throws {
         let path = tempDatabase()
         defer { removeDatabase(path) }
