@@ -42,6 +42,37 @@ public final class Services: Sendable {
                                   runControl: runControl, logger: logger)
     }
 
+    /// A team with its quotas and what it uses now (its members and admins).
+    public func team(_ caller: Identity, id: String) async throws -> Team {
+        try Rules.id(.team).check(id, field: "id")
+        guard caller.isAdmin || caller.teamID == id, var team = try await store.teams(id: id).first else {
+            throw AgentdError.notFound("team")
+        }
+        let counts = try await store.teamCounts(id: id)
+        let held = await sessions.sandboxUsage(team: id)
+        team.usage = TeamUsage(sessions: counts.sessions, runningSandboxes: held.count, concurrentRuns: counts.running,
+                               queuedRuns: counts.queued, memoryMB: held.memoryMB, cpus: held.cpus)
+        return team
+    }
+
+    /// Replace a team's quotas (admins only); absent fields: no limit.
+    public func setQuotas(_ caller: Identity, team id: String, _ quotas: TeamQuotas) async throws -> Team {
+        try caller.require(.admin, "set team quotas")
+        try Rules.id(.team).check(id, field: "id")
+        func check(_ v: Int?, _ rule: FieldRule, _ f: String) throws {
+            if let v { try rule.check(v, field: "quotas." + f) }
+        }
+        try check(quotas.sessions, Rules.quotaSessions, "sessions")
+        try check(quotas.runningSandboxes, Rules.quotaRunningSandboxes, "running_sandboxes")
+        try check(quotas.concurrentRuns, Rules.quotaConcurrentRuns, "concurrent_runs")
+        try check(quotas.queuedRuns, Rules.quotaQueuedRuns, "queued_runs")
+        try check(quotas.memoryMB, Rules.quotaMemoryMB, "memory_mb")
+        if let c = quotas.cpus { try Rules.quotaCPUs.check(c, field: "quotas.cpus") }
+        _ = try await store.setTeamQuotas(id: id, quotas, audit: caller.audit("update", "team", id, detail: "quotas"))
+        runControl.notify()  // a raised concurrent_runs quota lets queued runs go
+        return try await team(caller, id: id)
+    }
+
     public func status(_ caller: Identity) async throws -> StatusInfo {
         let info = await backend.info()
         let running = try await backend.list().filter { $0.state == .running }.count

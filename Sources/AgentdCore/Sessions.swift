@@ -21,6 +21,8 @@ public final class SessionService: Sendable {
     let logger: Logger
     /// Who uses which session's sandbox: the one owner of "in use".
     public let leases = SandboxLeases()
+    /// What each team's running sandboxes hold, against its quotas.
+    let admission = TeamAdmission()
     public let runControl: RunControl
 
     public init(store: Store, backend: any SandboxBackend, secrets: SecretService, hub: EventHub, config: CoreConfig,
@@ -87,6 +89,7 @@ public final class SessionService: Sendable {
             }
         }
         await leases.forget(s.id)
+        await admission.release(session: s.id)
         guard try await store.deleteSession(id: s.id, teamID: caller.scope, audit: caller.audit("delete", "session", s.id))
         else { throw AgentdError.notFound("session") }
         hub.close(sessionID: s.id)
@@ -192,7 +195,14 @@ public final class SessionService: Sendable {
             case .running: return sid
             case .paused: throw AgentdError.conflict("the sandbox is paused; resume it first")
             case .stopped:
-                try await backend.start(sid)
+                let quotas = try await store.teams(id: s.teamID).first?.quotas ?? TeamQuotas()
+                try await admission.admit(session: s.id, team: s.teamID, limits: status.limits, quotas: quotas)
+                do {
+                    try await backend.start(sid)
+                } catch {
+                    await admission.release(session: s.id)
+                    throw error
+                }
                 Counter(label: "agentd_sandbox_starts_total").increment()
                 try await sandboxChanged(s.id, "running", reason: "started")
                 return sid
@@ -204,6 +214,7 @@ public final class SessionService: Sendable {
     }
 
     func sandboxChanged(_ sessionID: String, _ state: String, reason: String, message: String? = nil) async throws {
+        if state == "stopped" || state == "none" { await admission.release(session: sessionID) }
         try await store.setSandboxState(sessionID: sessionID, state: state)
         var data: [String: JSONValue] = ["state": .string(state), "reason": .string(reason)]
         if let message { data["message"] = .string(message) }
@@ -380,6 +391,11 @@ public final class SessionService: Sendable {
 
     // MARK: sandbox state and actions
 
+    /// What a team's running sandboxes hold now.
+    public func sandboxUsage(team: String) async -> (count: Int, memoryMB: Int, cpus: Double) {
+        await admission.usage(team)
+    }
+
     public func sandboxInfo(_ caller: Identity, id: String) async throws -> SandboxInfo {
         let s = try await get(caller, id: id)
         let sid = try Self.sandboxID(s)
@@ -491,6 +507,7 @@ public final class SessionService: Sendable {
                 continue
             }
             known.insert(s.id)
+            if sb.state != .stopped { await admission.record(session: s.id, team: s.teamID, limits: sb.limits) }
             if s.sandboxState != sb.state.rawValue {
                 try await sandboxChanged(s.id, sb.state.rawValue, reason: "recovered")
             }

@@ -46,8 +46,18 @@ extension AgentdError {
         case let e as SandboxError: return .from(e)
         case StoreError.notFound(let what): return .notFound(what)
         case StoreError.conflict(let message): return .conflict(message)
+        case StoreError.quotaExceeded(let quota, let message): return .quota(quota, message)
         default: return nil
         }
+    }
+
+    /// A team quota would be exceeded: 409 for what only the team can
+    /// lower (sessions), 429 for what frees itself as work ends (running
+    /// sandboxes, their memory and CPUs, queued runs).  `field` names the
+    /// quota.
+    public static func quota(_ quota: String, _ message: String) -> AgentdError {
+        AgentdError(status: quota == "sessions" ? 409 : 429, code: "quota_exceeded",
+                    message: "team quota \(quota): " + message, field: quota)
     }
 
     /// The sandbox layer's errors, as API errors.  System failures keep

@@ -12,13 +12,85 @@ public struct Team: Codable, Sendable, Equatable {
     public var id: String
     public var name: String
     public var createdAt: Date
+    /// What the team may use at most (set by admins); nil fields: no limit.
+    public var quotas: TeamQuotas
+    /// What it uses now (on `GET /v1/teams/{id}` only).
+    public var usage: TeamUsage?
 
-    enum CodingKeys: String, CodingKey { case id, name, createdAt = "created_at" }
+    enum CodingKeys: String, CodingKey { case id, name, quotas, usage, createdAt = "created_at" }
 
-    public init(id: String, name: String, createdAt: Date) {
+    public init(id: String, name: String, createdAt: Date, quotas: TeamQuotas = TeamQuotas(), usage: TeamUsage? = nil) {
         self.id = id
         self.name = name
         self.createdAt = createdAt
+        self.quotas = quotas
+        self.usage = usage
+    }
+}
+
+/// A team's limits.  Each is checked where it is used up, with a 409 (a
+/// count that only the team can lower: sessions) or a 429 (one that frees
+/// itself as work ends) naming the quota; `concurrent_runs` holds queued
+/// runs back in the queue instead.
+public struct TeamQuotas: Codable, Sendable, Equatable {
+    /// Sessions that exist.
+    public var sessions: Int?
+    /// Sandboxes running or paused at once.
+    public var runningSandboxes: Int?
+    /// Runs being worked on at once (more wait in the queue).
+    public var concurrentRuns: Int?
+    /// Runs waiting in the queue.
+    public var queuedRuns: Int?
+    /// Memory limits of the running sandboxes, summed, in MiB.
+    public var memoryMB: Int?
+    /// CPU limits of the running sandboxes, summed.
+    public var cpus: Double?
+
+    enum CodingKeys: String, CodingKey {
+        case sessions, cpus
+        case runningSandboxes = "running_sandboxes", concurrentRuns = "concurrent_runs", queuedRuns = "queued_runs"
+        case memoryMB = "memory_mb"
+    }
+
+    public static let fields: Set<String> = ["sessions", "running_sandboxes", "concurrent_runs", "queued_runs",
+                                             "memory_mb", "cpus"]
+
+    public init(sessions: Int? = nil, runningSandboxes: Int? = nil, concurrentRuns: Int? = nil, queuedRuns: Int? = nil,
+                memoryMB: Int? = nil, cpus: Double? = nil) {
+        self.sessions = sessions
+        self.runningSandboxes = runningSandboxes
+        self.concurrentRuns = concurrentRuns
+        self.queuedRuns = queuedRuns
+        self.memoryMB = memoryMB
+        self.cpus = cpus
+    }
+
+    public var isEmpty: Bool { self == TeamQuotas() }
+}
+
+/// What a team uses now, beside its quotas.
+public struct TeamUsage: Codable, Sendable, Equatable {
+    public var sessions: Int
+    public var runningSandboxes: Int
+    public var concurrentRuns: Int
+    public var queuedRuns: Int
+    public var memoryMB: Int
+    public var cpus: Double
+
+    enum CodingKeys: String, CodingKey {
+        case sessions, cpus
+        case runningSandboxes = "running_sandboxes", concurrentRuns = "concurrent_runs", queuedRuns = "queued_runs"
+        case memoryMB = "memory_mb"
+    }
+
+    public init(sessions: Int, runningSandboxes: Int, concurrentRuns: Int, queuedRuns: Int, memoryMB: Int,
+                cpus: Double) {
+        self.sessions = sessions
+        self.runningSandboxes = runningSandboxes
+        self.concurrentRuns = concurrentRuns
+        self.queuedRuns = queuedRuns
+        self.memoryMB = memoryMB
+        self.cpus = cpus
     }
 }
 

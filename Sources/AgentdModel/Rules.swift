@@ -175,6 +175,14 @@ public enum Rules {
     public static let toolTimeout = FieldRule.integer(1...86400)
     public static let execTimeout = FieldRule.number(min: 0.001, max: 86400)
 
+    // A team's quotas (0 allows none; absent or null: no limit).
+    public static let quotaSessions = FieldRule.integer(0...10_000_000)
+    public static let quotaRunningSandboxes = FieldRule.integer(0...1_000_000)
+    public static let quotaConcurrentRuns = FieldRule.integer(0...100_000)
+    public static let quotaQueuedRuns = FieldRule.integer(0...10_000_000)
+    public static let quotaMemoryMB = FieldRule.integer(0...(1 << 30))
+    public static let quotaCPUs = FieldRule.number(min: 0, max: 1_048_576)
+
     public static let network = FieldRule.oneOf(["none"])
     /// A shell command line, or any argument after the first.
     public static let commandString = FieldRule.text(maxLength: 128 * 1024)

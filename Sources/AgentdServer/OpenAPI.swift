@@ -69,8 +69,19 @@ public enum OpenAPIDocument {
         return [
             ("Error", object([("error", object([("code", string), ("message", string), ("field", nullable(string))],
                                                  required: ["code", "message"]))], required: ["error"])),
-            ("Team", object([("id", string), ("name", string), ("created_at", dateTime)], required: ["id", "name"])),
+            ("Team", object([("id", string), ("name", string), ("created_at", dateTime), ("quotas", ref("TeamQuotas")),
+                             ("usage", nullable(ref("TeamUsage")))], required: ["id", "name"])),
             ("TeamInput", object([("name", Rules.name.schema)], required: ["name"])),
+            ("TeamQuotas", object([
+                ("sessions", n(Rules.quotaSessions.schema)), ("running_sandboxes", n(Rules.quotaRunningSandboxes.schema)),
+                ("concurrent_runs", n(Rules.quotaConcurrentRuns.schema)), ("queued_runs", n(Rules.quotaQueuedRuns.schema)),
+                ("memory_mb", n(Rules.quotaMemoryMB.schema)), ("cpus", n(Rules.quotaCPUs.schema)),
+            ])),
+            ("TeamUsage", object([
+                ("sessions", integer), ("running_sandboxes", integer), ("concurrent_runs", integer),
+                ("queued_runs", integer), ("memory_mb", integer), ("cpus", number),
+            ])),
+            ("TeamPatch", object([("quotas", ref("TeamQuotas"))], required: ["quotas"])),
             ("TeamList", list("Team")),
             ("Key", object([
                 ("id", string), ("name", string), ("team_id", string), ("role", ref("Role")), ("prefix", string),
@@ -199,6 +210,7 @@ public enum OpenAPIDocument {
             if let r = e.response, e.status != 204 { ok.append(("content", content(r))) }
             responses.append((String(e.status), obj(ok)))
             var errors = e.open ? [("503", "Not ready")] : errorStatuses
+            if mayMeetQuota(e) { errors.append(("429", "A team quota is used up for now (the body names it)")) }
             if let body = e.body, body != "binary" {
                 errors.append(("415", "The body is not application/json"))
                 errors.append(("503", "Too many large requests at once (Retry-After)"))
@@ -224,6 +236,17 @@ public enum OpenAPIDocument {
         ])
     }
 
+    /// Whether a route may start the session's sandbox or queue a run, and
+    /// so answer 429 for a team quota (running sandboxes, their memory and
+    /// CPUs, queued runs).
+    static func mayMeetQuota(_ e: Endpoint) -> Bool {
+        guard e.path.hasPrefix("/v1/sessions/{id}/") else { return false }
+        if e.path.hasSuffix("/cancel") || e.path.contains("/runs") { return false }
+        if e.method == .get && (e.path.hasSuffix("/messages") || e.path.hasSuffix("/events")
+                                || e.path.hasSuffix("/sandbox")) { return false }
+        return true
+    }
+
     /// The rule the handlers check a path parameter with.
     static func pathRule(_ path: String, _ name: String) -> FieldRule? {
         switch name {
@@ -234,6 +257,7 @@ public enum OpenAPIDocument {
             if path.hasPrefix("/v1/agents/") { return Rules.id(.agent) }
             if path.hasPrefix("/v1/sessions/") { return Rules.id(.session) }
             if path.hasPrefix("/v1/keys/") { return Rules.id(.key) }
+            if path.hasPrefix("/v1/teams/") { return Rules.id(.team) }
             return nil
         default: return nil
         }

@@ -123,6 +123,18 @@ public struct API: Sendable {
                      response: "TeamList") { api, _, c in
                 try HTTP.json(Page(data: try await api.services.auth.teams(try c.caller()), nextCursor: nil))
             },
+            Endpoint(.get, "/v1/teams/{id}", "A team with its quotas and what it uses now", tag: "teams",
+                     response: "Team") { api, _, c in
+                try HTTP.json(try await api.services.team(try c.caller(), id: try API.param(c, "id")))
+            },
+            Endpoint(.patch, "/v1/teams/{id}", "Set a team's quotas (admin; absent or null: no limit)", tag: "teams",
+                     body: "TeamPatch", response: "Team") { api, r, c in
+                struct In: Decodable { var quotas: TeamQuotas }
+                let input = try await HTTP.decode(In.self, from: r, allowed: ["quotas"],
+                                                  nested: ["quotas": TeamQuotas.fields])
+                return try HTTP.json(try await api.services.setQuotas(try c.caller(), team: try API.param(c, "id"),
+                                                                      input.quotas))
+            },
 
             // keys
             Endpoint(.post, "/v1/keys", "Create a key; the only time the key is shown", tag: "keys", body: "KeyInput",

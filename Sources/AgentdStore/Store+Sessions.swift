@@ -39,6 +39,14 @@ extension Store {
     {
         try await write { db in
             let t = Store.now()
+            if let limit = try Store.quota(db, team: teamID, "sessions") {
+                let n = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM sessions WHERE team_id = ?",
+                                         arguments: [teamID]) ?? 0
+                if n >= limit {
+                    throw StoreError.quotaExceeded(quota: "sessions", message: "the team has \(n) sessions, its quota "
+                                                   + "is \(limit): delete some, or ask an admin to raise the quota")
+                }
+            }
             try db.execute(sql: """
                 INSERT INTO sessions(id, team_id, agent_id, title, created_at, updated_at, last_active_at)
                 VALUES (?,?,?,?,?,?,?)
@@ -277,6 +285,15 @@ extension Store {
         async throws -> (Event, Run)
     {
         try await write { db in
+            if let limit = try Store.quota(db, team: teamID, "queued_runs") {
+                let n = try Int.fetchOne(db.cachedStatement(sql: """
+                    SELECT COUNT(*) FROM runs WHERE state = 'queued' AND team_id = ?
+                    """), arguments: [teamID]) ?? 0
+                if n >= limit {
+                    throw StoreError.quotaExceeded(quota: "queued_runs", message: "the team has \(n) runs waiting, its "
+                                                   + "quota is \(limit): retry when some have run")
+                }
+            }
             let events = try Store.append(db, sessionID: sessionID,
                                           [NewEvent(kind: .userMessage, runID: runID, data: content)])
             let e = events[0]

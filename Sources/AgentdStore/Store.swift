@@ -13,12 +13,15 @@ public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
     case conflict(String)
     /// The database was written by a newer agentd: refuse rather than corrupt it.
     case newerSchema([String])
+    /// A team's quota (its JSON name) would be exceeded.
+    case quotaExceeded(quota: String, message: String)
     case `internal`(String)
 
     public var description: String {
         switch self {
         case .notFound(let s): return "\(s) not found"
         case .conflict(let s): return s
+        case .quotaExceeded(_, let message): return message
         case .newerSchema(let ids):
             return "the database was written by a newer agentd (unknown migrations: \(ids.joined(separator: ", "))); "
                 + "install that version again or restore a backup"
@@ -220,20 +223,61 @@ public final class Store: Sendable {
         }
     }
 
+    static func team(_ row: Row) -> Team {
+        let quotas = (row["quotas"] as String?).flatMap {
+            try? AgentdJSON.decoder.decode(TeamQuotas.self, from: Data($0.utf8))
+        } ?? TeamQuotas()
+        return Team(id: row["id"], name: row["name"], createdAt: Timestamp.date(millis: row["created_at"]), quotas: quotas)
+    }
+
     public func teams(id: String? = nil) async throws -> [Team] {
         try await read { db in
             let rows = try Row.fetchAll(db, sql: "SELECT * FROM teams WHERE (? IS NULL OR id = ?) ORDER BY created_at",
                                         arguments: [id, id])
-            return rows.map { Team(id: $0["id"], name: $0["name"], createdAt: Timestamp.date(millis: $0["created_at"])) }
+            return rows.map(Store.team)
         }
     }
 
     public func team(named name: String) async throws -> Team? {
         try await read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM teams WHERE name = ?", arguments: [name]).map {
-                Team(id: $0["id"], name: $0["name"], createdAt: Timestamp.date(millis: $0["created_at"]))
-            }
+            try Row.fetchOne(db, sql: "SELECT * FROM teams WHERE name = ?", arguments: [name]).map(Store.team)
         }
+    }
+
+    /// Replace a team's quotas (every field: an absent one is no limit).
+    public func setTeamQuotas(id: String, _ quotas: TeamQuotas, audit: AuditEntry?) async throws -> Team {
+        let text = quotas.isEmpty ? nil : String(decoding: try AgentdJSON.encode(quotas), as: UTF8.self)
+        return try await write { db in
+            try db.execute(sql: "UPDATE teams SET quotas = ? WHERE id = ?", arguments: [text, id])
+            guard db.changesCount > 0, let row = try Row.fetchOne(db, sql: "SELECT * FROM teams WHERE id = ?",
+                                                                 arguments: [id]) else {
+                throw StoreError.notFound("team")
+            }
+            try Store.audit(db, audit)
+            return Store.team(row)
+        }
+    }
+
+    /// What a team uses that the database counts: sessions, sandboxes
+    /// running or paused, runs running and queued.
+    public func teamCounts(id: String) async throws -> (sessions: Int, sandboxes: Int, running: Int, queued: Int) {
+        try await read { db in
+            let sessions = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM sessions WHERE team_id = ?", arguments: [id])
+            let sandboxes = try Int.fetchOne(db, sql: """
+                SELECT COUNT(*) FROM sessions WHERE team_id = ? AND sandbox_state IN ('running', 'paused')
+                """, arguments: [id])
+            let running = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM runs WHERE state = 'running' AND team_id = ?",
+                                           arguments: [id])
+            let queued = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM runs WHERE state = 'queued' AND team_id = ?",
+                                          arguments: [id])
+            return (sessions ?? 0, sandboxes ?? 0, running ?? 0, queued ?? 0)
+        }
+    }
+
+    /// A team's quota `key` (its JSON name), if it has one.
+    static func quota(_ db: Database, team: String, _ key: String) throws -> Int? {
+        try Int.fetchOne(db.cachedStatement(sql: "SELECT json_extract(quotas, '$.' || ?) FROM teams WHERE id = ?"),
+                         arguments: [key, team])
     }
 
     // MARK: keys

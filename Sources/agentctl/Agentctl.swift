@@ -83,7 +83,8 @@ struct StatusCmd: AsyncParsableCommand {
 
 struct Teams: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "teams", abstract: "Teams.",
-                                                    subcommands: [Create.self, List.self], defaultSubcommand: List.self)
+                                                    subcommands: [Create.self, List.self, Show.self, Quota.self],
+                                                    defaultSubcommand: List.self)
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create a team (admin).")
@@ -105,6 +106,78 @@ struct Teams: AsyncParsableCommand {
             if conn.json { return Out.json(p.data) }
             Out.table(["ID", "NAME", "CREATED"], p.data.map { [$0.id, $0.name, Out.date($0.createdAt)] })
         }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "A team's quotas beside what it uses now.")
+        @OptionGroup var conn: Connection
+        @Argument(help: "Team id.") var team: String
+
+        func run() async throws {
+            let t = try await conn.client().call(.GET, "/v1/teams/\(team)", as: Team.self)
+            if conn.json { return Out.json(t) }
+            Out.line("\(t.id)  \(t.name)")
+            Teams.printQuotas(t)
+        }
+    }
+
+    struct Quota: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Set a team's quotas (admin). Options not given keep their value; --unset removes a limit.")
+        @OptionGroup var conn: Connection
+        @Argument(help: "Team id.") var team: String
+        @Option(help: "Sessions that may exist.") var sessions: Int?
+        @Option(name: .customLong("running-sandboxes"), help: "Sandboxes running or paused at once.")
+        var runningSandboxes: Int?
+        @Option(name: .customLong("concurrent-runs"), help: "Runs worked on at once (more wait in the queue).")
+        var concurrentRuns: Int?
+        @Option(name: .customLong("queued-runs"), help: "Runs waiting in the queue.") var queuedRuns: Int?
+        @Option(name: .customLong("memory-mb"), help: "Memory of the running sandboxes, summed, in MiB.")
+        var memoryMB: Int?
+        @Option(help: "CPUs of the running sandboxes, summed.") var cpus: Double?
+        @Option(help: "Remove a limit (repeatable): sessions, running-sandboxes, concurrent-runs, queued-runs, memory-mb, cpus, or all.")
+        var unset: [String] = []
+
+        func run() async throws {
+            let client = try conn.client()
+            var q = try await client.call(.GET, "/v1/teams/\(team)", as: Team.self).quotas
+            for name in unset {
+                switch name {
+                case "all": q = TeamQuotas()
+                case "sessions": q.sessions = nil
+                case "running-sandboxes": q.runningSandboxes = nil
+                case "concurrent-runs": q.concurrentRuns = nil
+                case "queued-runs": q.queuedRuns = nil
+                case "memory-mb": q.memoryMB = nil
+                case "cpus": q.cpus = nil
+                default: throw CLIError("unknown quota \(name)")
+                }
+            }
+            if let sessions { q.sessions = sessions }
+            if let runningSandboxes { q.runningSandboxes = runningSandboxes }
+            if let concurrentRuns { q.concurrentRuns = concurrentRuns }
+            if let queuedRuns { q.queuedRuns = queuedRuns }
+            if let memoryMB { q.memoryMB = memoryMB }
+            if let cpus { q.cpus = cpus }
+            struct Patch: Encodable { var quotas: TeamQuotas }
+            let t = try await client.call(.PATCH, "/v1/teams/\(team)", body: Patch(quotas: q), as: Team.self)
+            if conn.json { return Out.json(t) }
+            Teams.printQuotas(t)
+        }
+    }
+
+    static func printQuotas(_ t: Team) {
+        func limit(_ v: Int?) -> String { v.map(String.init) ?? "-" }
+        let q = t.quotas
+        let u = t.usage
+        Out.table(["QUOTA", "USED", "LIMIT"], [
+            ["sessions", u.map { String($0.sessions) } ?? "", limit(q.sessions)],
+            ["running_sandboxes", u.map { String($0.runningSandboxes) } ?? "", limit(q.runningSandboxes)],
+            ["concurrent_runs", u.map { String($0.concurrentRuns) } ?? "", limit(q.concurrentRuns)],
+            ["queued_runs", u.map { String($0.queuedRuns) } ?? "", limit(q.queuedRuns)],
+            ["memory_mb", u.map { String($0.memoryMB) } ?? "", limit(q.memoryMB)],
+            ["cpus", u.map { String($0.cpus) } ?? "", q.cpus.map { String($0) } ?? "-"],
+        ])
     }
 }
 

@@ -1,6 +1,7 @@
 """Nothing one team, one sandbox or one stray process does hurts the others
 (issue #21): one owner of "in use" (long runs are not stopped as idle), and
 instances that never touch each other's sandboxes."""
+import json
 import os
 import shutil
 import signal
@@ -151,3 +152,84 @@ def test_instances_never_touch_each_others_sandboxes(make_daemon, image_dir):
     finally:
         kill_cgroup_tree(shared)
         shutil.rmtree(other_state, ignore_errors=True)
+
+
+def team_with_owner(api, name):
+    team = api.post("/v1/teams", {"name": name})
+    key = api.post("/v1/keys", {"name": "owner", "team_id": team["id"], "role": "owner"})["key"]
+    return team, api.with_key(key)
+
+
+def quota_error(r, status, field):
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["code"] == "quota_exceeded" and err["field"] == field, err
+    return err["message"]
+
+
+def test_team_quotas(make_daemon):
+    """Finding 4: no team could be bounded.  Admins set quotas; each is a
+    clear 409 or 429 naming it where it is used up, and other teams are
+    not affected."""
+    d = make_daemon()
+    admin = d.api
+    team, owner = team_with_owner(admin, "bounded")
+    tid = team["id"]
+    # Only admins set quotas; bad values name the field.
+    assert owner.req("PATCH", f"/v1/teams/{tid}", json={"quotas": {"sessions": 1}}).status_code == 403
+    r = admin.req("PATCH", f"/v1/teams/{tid}", json={"quotas": {"sessions": -1}})
+    assert r.status_code == 400 and r.json()["error"]["field"] == "quotas.sessions", r.text
+    r = admin.req("PATCH", f"/v1/teams/{tid}", json={"quotas": {"disk": 1}})
+    assert r.status_code == 400 and "quotas.disk" in r.text, r.text
+    t = admin.ok("PATCH", f"/v1/teams/{tid}", json={"quotas": {
+        "sessions": 2, "running_sandboxes": 1, "concurrent_runs": 0, "queued_runs": 1, "memory_mb": 300, "cpus": 2}})
+    assert t["quotas"]["sessions"] == 2 and t["usage"]["sessions"] == 0
+    # Members see their own team's quotas and usage, not another team's.
+    assert owner.get(f"/v1/teams/{tid}")["quotas"]["running_sandboxes"] == 1
+    assert owner.req("GET", f"/v1/teams/{admin.get('/v1/teams')['data'][0]['id']}").status_code == 404
+
+    agent = owner.agent(name="small")  # 128 MiB
+    s1 = owner.session(agent["id"])["id"]
+    s2 = owner.session(agent["id"])["id"]
+    quota_error(owner.req("POST", "/v1/sessions", json={"agent_id": agent["id"]}), 409, "sessions")
+    # One running sandbox at a time.
+    assert owner.exec(s1, "echo one")["stdout"] == "one\n"
+    msg = quota_error(owner.req("POST", f"/v1/sessions/{s2}/exec", json={"command": "true"}), 429, "running_sandboxes")
+    assert "1" in msg
+    usage = owner.get(f"/v1/teams/{tid}")["usage"]
+    assert usage["running_sandboxes"] == 1 and usage["memory_mb"] == 128 and usage["cpus"] == 1, usage
+    owner.post(f"/v1/sessions/{s1}/sandbox/stop")
+    assert owner.exec(s2, "echo two")["stdout"] == "two\n"
+    owner.post(f"/v1/sessions/{s2}/sandbox/stop")
+    # Memory of running sandboxes, summed.
+    big = owner.agent(name="big", sandbox={"image": "minimal", "memory_mb": 512})
+    owner.req("DELETE", f"/v1/sessions/{s2}")
+    s3 = owner.session(big["id"])["id"]
+    quota_error(owner.req("POST", f"/v1/sessions/{s3}/exec", json={"command": "true"}), 429, "memory_mb")
+    # Queued runs: concurrent_runs 0 holds runs in the queue; one may wait.
+    assert owner.post(f"/v1/sessions/{s1}/messages", {"content": "first"}, expect=202)
+    quota_error(owner.req("POST", f"/v1/sessions/{s1}/messages", json={"content": "second"}), 429, "queued_runs")
+    assert owner.get(f"/v1/teams/{tid}")["usage"]["queued_runs"] == 1
+    # Another team is not bound by this one's quotas.
+    other = admin.session(admin.agent()["id"])["id"]
+    assert admin.exec(other, "echo free")["stdout"] == "free\n"
+    # Lifting the run quota lets the queued run go (it fails at once: no model gateway here).
+    admin.ok("PATCH", f"/v1/teams/{tid}", json={"quotas": {"sessions": 2}})
+    deadline = time.time() + 30
+    while time.time() < deadline and owner.get(f"/v1/teams/{tid}")["usage"]["queued_runs"]:
+        time.sleep(0.2)
+    assert owner.get(f"/v1/teams/{tid}")["usage"]["queued_runs"] == 0
+    assert owner.post(f"/v1/sessions/{s1}/messages", {"content": "third"}, expect=202)
+
+
+def test_agentctl_team_quotas(make_daemon):
+    d = make_daemon()
+    team = d.api.post("/v1/teams", {"name": "cli-bounded"})
+    r = d.agentctl("teams", "quota", team["id"], "--sessions", "3", "--cpus", "1.5", check=True)
+    out = r.stdout.decode()
+    assert "sessions" in out and "3" in out and "1.5" in out, out
+    r = d.agentctl("teams", "quota", team["id"], "--running-sandboxes", "2", "--unset", "cpus", "--json", check=True)
+    q = json.loads(r.stdout)["quotas"]
+    assert q.get("sessions") == 3 and q.get("running_sandboxes") == 2 and q.get("cpus") is None, q
+    out = d.agentctl("teams", "show", team["id"], check=True).stdout.decode()
+    assert "running_sandboxes" in out and "QUOTA" in out, out
