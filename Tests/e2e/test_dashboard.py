@@ -511,3 +511,40 @@ def test_agents_are_edited_and_deleted_with_the_apis_rules(dash, browser):
     b.text_in("main table", "busy")
     assert "idle" not in b.find("main table").text
     b.assert_only_agentd()
+
+
+def test_team_quotas_page(dash, browser):
+    """Admins see and set a team's quotas beside its usage; a member sees
+    its own team's, without the form."""
+    api = dash.api
+    team, keys = team_with_keys(api, "quota-team", roles=("owner", "member"))
+    owner = api.with_key(keys["owner"]["key"])
+    api.with_key(keys["member"]["key"]).session(owner.agent(name="quota-agent")["id"])
+
+    b = browser()
+    b.sign_in(dash.admin_key)
+    b.open("#/teams")
+    b.click("quota-team", tag="a")
+    b.text_in("main h1", "Team quota-team")
+    b.text_in("main table", "Sessions")
+    b.field("Sessions").send_keys("5")
+    b.field("CPUs").send_keys("1.5")
+    b.click("Save quotas")
+    b.text_in("#notice", "Quotas saved.")
+    q = api.get(f"/v1/teams/{team['id']}")["quotas"]
+    assert q["sessions"] == 5 and q["cpus"] == 1.5 and q.get("memory_mb") is None, q
+    # A value beyond the range: the API's message, on the field.
+    b.field("Queued runs").send_keys("99999999999")
+    b.click("Save quotas")
+    b.text_in(".form-error", "queued_runs")
+    assert b.field("Queued runs").get_attribute("aria-invalid") == "true"
+    b.shot("09-team-quotas")
+    b.assert_accessible()
+
+    m = browser()
+    m.sign_in(keys["member"]["key"])
+    m.click("Team", tag="a")
+    m.text_in("main table", "no limit")
+    rows = m.find("main table").text
+    assert "Sessions 1 5" in rows.replace("\n", " ") or "Sessions\n1\n5" in rows, rows
+    assert not m.driver.find_elements(By.XPATH, "//button[normalize-space(.)='Save quotas']")

@@ -135,6 +135,7 @@ function renderNav() {
   if (can("member")) links.push(["#/secrets", "Secrets"]);
   if (can("owner")) links.push(["#/keys", "API keys"]);
   if (state.me.role === "admin") links.push(["#/teams", "Teams"]);
+  else links.push([`#/teams/${encodeURIComponent(state.me.team_id)}`, "Team"]);
   nav.replaceChildren(
     h("ul", {}, links.map(([href, label]) => h("li", {}, h("a", { href, "data-nav": href }, label)))),
     h("div", { class: "who" },
@@ -172,7 +173,7 @@ async function route() {
       case "sessions": return parts[1] ? await viewSession(parts[1]) : await viewSessions();
       case "secrets": return await viewSecrets();
       case "keys": return await viewKeys();
-      case "teams": return await viewTeams();
+      case "teams": return parts[1] ? await viewTeam(parts[1]) : await viewTeams();
       default: main().replaceChildren(h("h1", {}, "Not found"), h("p", {}, "There is no such page."));
     }
   } catch (e) {
@@ -527,7 +528,42 @@ async function viewTeams() {
     try { await api("POST", "/v1/teams", { name: new FormData(form).get("name") }); await viewTeams(); } catch (e) { formError(form, e); }
   } }, h("h2", {}, "Create a team"), field("Name", h("input", { name: "name", type: "text", required: true })),
     h("p", { class: "form-error", role: "alert", hidden: true }), h("button", { type: "submit", class: "primary" }, "Create team"));
-  main().replaceChildren(h("h1", {}, "Teams"), table(["Name", "Id", "Created"], list.data.map(t => [t.name, h("code", {}, t.id), fmtTime(t.created_at)])),
+  main().replaceChildren(h("h1", {}, "Teams"), table(["Name", "Id", "Created"], list.data.map(t => [
+    h("a", { href: `#/teams/${encodeURIComponent(t.id)}` }, t.name), h("code", {}, t.id), fmtTime(t.created_at)])),
+    state.me.role === "admin" ? form : null);
+}
+// A team's quotas beside what it uses now; admins change them.
+const QUOTAS = [
+  ["sessions", "Sessions", "sessions that exist"],
+  ["running_sandboxes", "Running sandboxes", "running or paused at once"],
+  ["concurrent_runs", "Concurrent runs", "worked on at once; more wait in the queue"],
+  ["queued_runs", "Queued runs", "waiting in the queue"],
+  ["memory_mb", "Memory (MiB)", "of the running sandboxes, summed"],
+  ["cpus", "CPUs", "of the running sandboxes, summed"],
+];
+async function viewTeam(id) {
+  const t = await api("GET", `/v1/teams/${encodeURIComponent(id)}`);
+  setTitle(`Team ${t.name}`);
+  const q = t.quotas || {}, u = t.usage || {};
+  const rows = QUOTAS.map(([k, label, hint]) => [label, String(u[k] ?? "—"), q[k] == null ? "no limit" : String(q[k]), hint]);
+  const form = h("form", { class: "card", id: "quota-form", onsubmit: async ev => {
+    ev.preventDefault();
+    const data = new FormData(form), quotas = {};
+    for (const [k] of QUOTAS) {
+      const v = String(data.get(k) || "").trim();
+      if (v !== "") quotas[k] = Number(v);
+    }
+    try {
+      await api("PATCH", `/v1/teams/${encodeURIComponent(t.id)}`, { quotas });
+      state.flash = { message: "Quotas saved.", kind: "ok" };
+      await route();
+    } catch (e) { formError(form, e); }
+  } }, h("h2", {}, "Quotas"), h("p", {}, "Leave a field empty for no limit."),
+    QUOTAS.map(([k, label]) => field(label, h("input", { name: k, type: "number", min: "0", step: k === "cpus" ? "0.01" : "1",
+      value: q[k] == null ? "" : String(q[k]) }))),
+    h("p", { class: "form-error", role: "alert", hidden: true }), h("button", { type: "submit", class: "primary" }, "Save quotas"));
+  main().replaceChildren(h("h1", {}, `Team ${t.name}`), h("p", {}, h("code", {}, t.id)),
+    table(["Quota", "Used", "Limit", ""], rows, "Quotas and usage"),
     state.me.role === "admin" ? form : null);
 }
 
