@@ -208,6 +208,8 @@ public enum OpenAPIDocument {
             var responses: [(String, JSONValue)] = []
             var ok: [(String, JSONValue)] = [("description", str(e.status == 204 ? "Done" : "Success"))]
             if let r = e.response, e.status != 204 { ok.append(("content", content(r))) }
+            let followers = links(e, endpoints)
+            if !followers.isEmpty { ok.append(("links", obj(followers))) }
             responses.append((String(e.status), obj(ok)))
             var errors = e.open ? [("503", "Not ready")] : errorStatuses
             if mayMeetQuota(e) { errors.append(("429", "A team quota is used up for now (the body names it)")) }
@@ -234,6 +236,34 @@ public enum OpenAPIDocument {
                 ("securitySchemes", obj([("bearer", obj([("type", str("http")), ("scheme", str("bearer"))]))])),
             ])),
         ])
+    }
+
+    /// OpenAPI links from what an operation returns to the operations that
+    /// take it: a create's `id` to every route of the created thing (and an
+    /// agent's to a new session of it), a message's `run_id` to its run.
+    /// Clients and the fuzzer's stateful phase follow them.
+    static func links(_ e: Endpoint, _ all: [Endpoint]) -> [(String, JSONValue)] {
+        var out: [(String, JSONValue)] = []
+        func link(_ f: Endpoint, _ parameters: [(String, String)], body: [(String, String)] = []) {
+            var l: [(String, JSONValue)] = [("operationId", str(operationID(f)))]
+            if !parameters.isEmpty { l.append(("parameters", obj(parameters.map { ($0.0, str($0.1)) }))) }
+            if !body.isEmpty { l.append(("requestBody", obj(body.map { ($0.0, str($0.1)) }))) }
+            out.append((operationID(f), obj(l)))
+        }
+        if e.method == .post && e.status == 201 && !e.path.hasSuffix("}") {
+            for f in all where f.path.hasPrefix(e.path + "/{id}") {
+                link(f, [("id", "$response.body#/id")])
+            }
+            if e.path == "/v1/agents", let create = all.first(where: { $0.method == .post && $0.path == "/v1/sessions" }) {
+                link(create, [], body: [("agent_id", "$response.body#/id")])
+            }
+        }
+        if e.method == .post && e.path == "/v1/sessions/{id}/messages" {
+            for f in all where f.path == "/v1/sessions/{id}/runs/{run_id}" {
+                link(f, [("id", "$request.path.id"), ("run_id", "$response.body#/run_id")])
+            }
+        }
+        return out
     }
 
     /// Whether a route may start the session's sandbox or queue a run, and

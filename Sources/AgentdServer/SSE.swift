@@ -45,6 +45,9 @@ enum SSE {
         let caller = try context.caller()
         let session = try await s.sessions.get(caller, id: try API.param(context, "id"))
         var start: Int64 = 0
+        // `after` is checked even when Last-Event-ID (which wins) is sent.
+        let after = try HTTP.intQuery(request, "after")
+        if let after { try Rules.seq.check(after, field: "after") }
         if let header = request.headers[lastEventID] {
             let text = header.trimmingSpaces
             guard (1...18).contains(text.utf8.count), text.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }),
@@ -52,9 +55,8 @@ enum SSE {
                 throw AgentdError.invalid("Last-Event-ID must be an event seq", field: "Last-Event-ID")
             }
             start = v
-        } else if let q = try HTTP.intQuery(request, "after") {
-            try Rules.seq.check(q, field: "after")
-            start = Int64(q)
+        } else if let after {
+            start = Int64(after)
         }
         // An id beyond the last event (a client that kept an id across a
         // restore from backup, or made one up) resumes from the next event
