@@ -21,11 +21,15 @@ public struct CoreConfig: Sendable {
     public var containerEnv: [String: String]
     public var hostMemoryBytes: UInt64
     public var hostCPUs: Int
+    /// Free space kept for the database on the state directory's file
+    /// system: below it, sandboxes do not start and uploads are refused (507).
+    public var diskReserveBytes: UInt64
 
     public init(stateDirectory: String, idleStopAfter: Duration = .seconds(900), execDefaultTimeout: Duration = .seconds(600),
                 execMaxTimeout: Duration = .seconds(86400), execMaxOutputBytes: Int = 8 << 20,
                 defaultImage: String = "default", containerEnv: [String: String] = [:],
-                hostMemoryBytes: UInt64 = 1 << 34, hostCPUs: Int = 1) {
+                hostMemoryBytes: UInt64 = 1 << 34, hostCPUs: Int = 1, diskReserveBytes: UInt64 = 512 << 20) {
+        self.diskReserveBytes = diskReserveBytes
         self.stateDirectory = stateDirectory
         self.idleStopAfter = idleStopAfter
         self.execDefaultTimeout = execDefaultTimeout

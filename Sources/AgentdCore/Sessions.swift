@@ -3,6 +3,7 @@ import AgentdStore
 import Logging
 import Metrics
 import SandboxKit
+import Synchronization
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -23,6 +24,14 @@ public final class SessionService: Sendable {
     public let leases = SandboxLeases()
     /// What each team's running sandboxes hold, against its quotas.
     let admission = TeamAdmission()
+    /// Free space kept for the database (507 below it).
+    public let disk: DiskReserve
+    /// When each session was last told (an event) that its sandbox could
+    /// not start for lack of space, so that retries do not flood it.
+    let lowDiskNoticed = Mutex<[String: ContinuousClock.Instant]>([:])
+    /// Sessions whose recorded sandbox state disagreed with the backend at
+    /// the last reconciliation (fixed when it still disagrees at the next).
+    let disagreeing = Mutex<Set<String>>([])
     public let runControl: RunControl
 
     public init(store: Store, backend: any SandboxBackend, secrets: SecretService, hub: EventHub, config: CoreConfig,
@@ -34,6 +43,7 @@ public final class SessionService: Sendable {
         self.hub = hub
         self.config = config
         self.logger = logger
+        self.disk = DiskReserve(path: config.stateDirectory, reserve: config.diskReserveBytes)
     }
 
     // MARK: sessions
@@ -185,10 +195,12 @@ public final class SessionService: Sendable {
             let status: SandboxStatus
             if let existing = try? await backend.status(sid) {
                 status = existing
-                if existing.state == .stopped && existing.spec != spec {
-                    try await backend.update(sid, spec: spec)
+                if existing.state == .stopped {
+                    try await refuseWhenLowOnDisk(s)
+                    if existing.spec != spec { try await backend.update(sid, spec: spec) }
                 }
             } else {
+                try await refuseWhenLowOnDisk(s)
                 status = try await backend.create(sid, spec: spec)
             }
             switch status.state {
@@ -204,12 +216,40 @@ public final class SessionService: Sendable {
                     throw error
                 }
                 Counter(label: "agentd_sandbox_starts_total").increment()
-                try await sandboxChanged(s.id, "running", reason: "started")
+                do {
+                    try await sandboxChanged(s.id, "running", reason: "started")
+                } catch {
+                    // Not recorded (the disk is full): it must not run
+                    // unrecorded either.
+                    try? await backend.stop(sid)
+                    await admission.release(session: s.id)
+                    throw error
+                }
                 return sid
             }
         } catch let e as SandboxError {
             if e.kind == .system { logger.error("sandbox failed", metadata: ["session": "\(s.id)", "error": "\(e)"]) }
             throw AgentdError.from(e)
+        }
+    }
+
+    /// A 507 when the state directory's file system is below the reserve,
+    /// and (at most once a minute) an event in the session saying so.
+    func refuseWhenLowOnDisk(_ s: Session) async throws {
+        do {
+            try disk.check("starting the sandbox")
+        } catch {
+            let now = ContinuousClock.now
+            let tell = lowDiskNoticed.withLock { m -> Bool in
+                if let last = m[s.id], now - last < .seconds(60) { return false }
+                m[s.id] = now
+                return true
+            }
+            if tell {
+                _ = try? await append(sessionID: s.id, [NewEvent(kind: .error, data: .object([
+                    "code": .string(error.code), "message": .string(error.message)]))])
+            }
+            throw error
         }
     }
 
@@ -377,6 +417,7 @@ public final class SessionService: Sendable {
         try caller.require(.member, "upload files")
         let s = try await get(caller, id: id)
         try Rules.sandboxPath.check(path, field: "path")
+        try disk.check("the upload")
         return try await withSandbox(s) { sid in
             Self.entry(try await backend.writeFile(sid, path: path, mode: 0o644, contents: contents))
         }
@@ -490,6 +531,47 @@ public final class SessionService: Sendable {
                 // A session deleted meanwhile has no transcript to write to.
                 logger.info("could not record an unexpected sandbox stop",
                             metadata: ["session": "\(id)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// Make the recorded sandbox states agree with the backend's where a
+    /// write was lost (a full disk refused it) or a change went unrecorded:
+    /// a session that disagrees at two checks in a row is set to what the
+    /// backend says (one check could catch a start or stop in progress).
+    public func reconcileSandboxStates() async {
+        guard let sandboxes = try? await backend.list() else { return }
+        var actual: [String: SandboxStatus] = [:]
+        for sb in sandboxes { actual[sb.id.rawValue] = sb }
+        var recorded: [String: String] = [:]
+        for state in ["running", "paused", "stopped"] {
+            guard let ids = try? await store.sessionIDs(sandboxState: state) else { return }
+            for id in ids { recorded[id] = state }
+        }
+        var now = Set<String>()
+        for (id, sb) in actual where sb.state != .stopped && recorded[id] != sb.state.rawValue {
+            now.insert(id)
+        }
+        for (id, state) in recorded where state != "stopped" && actual[id].map({ $0.state.rawValue != state }) ?? true {
+            now.insert(id)
+        }
+        let confirmed = disagreeing.withLock { previous -> Set<String> in
+            let both = previous.intersection(now)
+            previous = now.subtracting(both)
+            return both
+        }
+        for id in confirmed {
+            let state = actual[id]?.state.rawValue ?? "none"
+            guard let s = try? await store.session(id: id, teamID: nil) else { continue }
+            if let sb = actual[id], sb.state != .stopped {
+                await admission.record(session: id, team: s.teamID, limits: sb.limits)
+            }
+            do {
+                try await sandboxChanged(id, state == "none" ? "stopped" : state, reason: "reconciled")
+                logger.notice("recorded a sandbox state that had gone unrecorded",
+                              metadata: ["session": "\(id)", "state": "\(state)"])
+            } catch {
+                logger.info("could not record a sandbox state yet", metadata: ["session": "\(id)", "error": "\(error)"])
             }
         }
     }

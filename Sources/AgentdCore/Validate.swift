@@ -47,8 +47,15 @@ extension AgentdError {
         case StoreError.notFound(let what): return .notFound(what)
         case StoreError.conflict(let message): return .conflict(message)
         case StoreError.quotaExceeded(let quota, let message): return .quota(quota, message)
+        case StoreError.diskFull: return .insufficientStorage("the state directory's file system is full: nothing "
+                                                             + "was written; free space on it (agentd recovers by itself)")
         default: return nil
         }
+    }
+
+    /// The state directory's file system is (nearly) full.
+    public static func insufficientStorage(_ message: String) -> AgentdError {
+        AgentdError(status: 507, code: "insufficient_storage", message: message)
     }
 
     /// A team quota would be exceeded: 409 for what only the team can

@@ -213,6 +213,9 @@ public enum OpenAPIDocument {
             responses.append((String(e.status), obj(ok)))
             var errors = e.open ? [("503", "Not ready")] : errorStatuses
             if mayMeetQuota(e) { errors.append(("429", "A team quota is used up for now (the body names it)")) }
+            if !e.open && (e.method != .get || mayMeetQuota(e)) {
+                errors.append(("507", "The state directory's disk is below agentd's reserve, or full"))
+            }
             if let body = e.body, body != "binary" {
                 errors.append(("415", "The body is not application/json"))
                 errors.append(("503", "Too many large requests at once (Retry-After)"))

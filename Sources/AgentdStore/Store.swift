@@ -15,6 +15,8 @@ public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
     case newerSchema([String])
     /// A team's quota (its JSON name) would be exceeded.
     case quotaExceeded(quota: String, message: String)
+    /// The database's file system is full: nothing was written.
+    case diskFull
     case `internal`(String)
 
     public var description: String {
@@ -22,6 +24,7 @@ public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
         case .notFound(let s): return "\(s) not found"
         case .conflict(let s): return s
         case .quotaExceeded(_, let message): return message
+        case .diskFull: return "the state directory's file system is full"
         case .newerSchema(let ids):
             return "the database was written by a newer agentd (unknown migrations: \(ids.joined(separator: ", "))); "
                 + "install that version again or restore a backup"
@@ -184,6 +187,8 @@ public final class Store: Sendable {
             || e.extendedResultCode == .SQLITE_CONSTRAINT_PRIMARYKEY
         {
             throw StoreError.conflict(e.message ?? "already exists")
+        } catch let e as DatabaseError where e.resultCode == .SQLITE_FULL {
+            throw StoreError.diskFull
         }
     }
 

@@ -96,6 +96,9 @@ struct DaemonConfig: Codable, Equatable {
     var socketGroup: String = "agentd"
     var logLevel: String = "info"
     var idleStopSeconds: Int = 900
+    /// Free space kept on the state directory's file system for the
+    /// database: below it, sandboxes do not start and uploads are refused.
+    var diskReserveMB: Int = 512
     var sandbox = Sandbox()
     var exec = Exec()
     var gateway = Gateway()
@@ -105,10 +108,12 @@ struct DaemonConfig: Codable, Equatable {
     enum CodingKeys: String, CodingKey {
         case stateDir = "state_dir", runDir = "run_dir", listen, socket, socketGroup = "socket_group"
         case logLevel = "log_level", idleStopSeconds = "idle_stop_seconds", sandbox, exec, gateway, worker, http
+        case diskReserveMB = "disk_reserve_mb"
     }
 
     static let topKeys: Set<String> = ["state_dir", "run_dir", "listen", "socket", "socket_group", "log_level",
-                                       "idle_stop_seconds", "sandbox", "exec", "gateway", "worker", "http"]
+                                       "idle_stop_seconds", "disk_reserve_mb", "sandbox", "exec", "gateway", "worker",
+                                       "http"]
     static let nestedKeys: [String: Set<String>] = [
         "sandbox": ["cgroup_driver", "cgroup_parent", "default_image", "memory_mb", "cpus", "pids", "tmp_mb",
                     "open_files", "netns_pool", "warm_pool", "spare_roots", "start_timeout_s", "adopt_running", "allow_32bit"],
@@ -177,6 +182,10 @@ struct DaemonConfig: Codable, Equatable {
             guard let n = Int(v) else { throw ConfigError("AGENTD_IDLE_STOP_SECONDS must be an integer") }
             idleStopSeconds = n
         }
+        if let v = env["AGENTD_DISK_RESERVE_MB"] {
+            guard let n = Int(v) else { throw ConfigError("AGENTD_DISK_RESERVE_MB must be an integer") }
+            diskReserveMB = n
+        }
         if let v = env["AGENTD_CGROUP_DRIVER"] { sandbox.cgroupDriver = v }
         if let v = env["AGENTD_CGROUP_PARENT"] { sandbox.cgroupParent = v }
         if let v = env["AGENTD_GATEWAY_URL"] { gateway.url = v }
@@ -195,6 +204,9 @@ struct DaemonConfig: Codable, Equatable {
         }
         guard (0...31_536_000).contains(idleStopSeconds) else {
             throw ConfigError("idle_stop_seconds must be 0 (never) to 31536000 (a year)")
+        }
+        guard (0...(1 << 24)).contains(diskReserveMB) else {
+            throw ConfigError("disk_reserve_mb must be 0 (none) to 16777216")
         }
         guard ["auto", "v1", "v2", "none"].contains(sandbox.cgroupDriver) else {
             throw ConfigError("sandbox.cgroup_driver must be auto, v1, v2 or none")

@@ -125,7 +125,7 @@ struct Daemon {
             defaultImage: cfg.sandbox.defaultImage,
             containerEnv: CoreConfig.containerEnv(from: processEnvironment()),
             hostMemoryBytes: UInt64(sysconf(Int32(_SC_PHYS_PAGES))) * UInt64(sysconf(Int32(_SC_PAGESIZE))),
-            hostCPUs: Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+            hostCPUs: Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))), diskReserveBytes: UInt64(cfg.diskReserveMB) << 20)
         let services = Services(config: core, store: store, backend: backend, secretBox: box,
                                 version: AgentdVersion.string, logger: logger)
         let adminKey = state + "/admin.key"
@@ -254,6 +254,8 @@ struct Housekeeping: Service {
                     if ContinuousClock.now - lastIdleCheck >= .seconds(5) {
                         lastIdleCheck = .now
                         await sessions.stopIdleSandboxes()
+                        await sessions.reconcileSandboxStates()
+                        sessions.disk.observe()
                     }
                 }
                 group.cancelAll()

@@ -121,8 +121,8 @@ class API:
 class Daemon:
     """One agentd process; restart() keeps its state directory."""
 
-    def __init__(self, image_dir, env=None, extra_args=()):
-        self.state = tempfile.mkdtemp(prefix="agentd-e2e-")
+    def __init__(self, image_dir, env=None, extra_args=(), state_parent=None):
+        self.state = tempfile.mkdtemp(prefix="agentd-e2e-", dir=state_parent)
         os.makedirs(os.path.join(self.state, "images"))
         os.symlink(image_dir, os.path.join(self.state, "images", "minimal"))
         self.cgroup_parent = f"agentd-e2e-{os.getpid()}-{time.time_ns() % 10**9}"

@@ -9,6 +9,8 @@ import subprocess
 import tempfile
 import time
 
+import pytest
+
 from conftest import AGENTD, kill_cgroup_tree, transcript, wait_run
 from test_runs import gateway_env
 
@@ -233,3 +235,113 @@ def test_agentctl_team_quotas(make_daemon):
     assert q.get("sessions") == 3 and q.get("running_sandboxes") == 2 and q.get("cpus") is None, q
     out = d.agentctl("teams", "show", team["id"], check=True).stdout.decode()
     assert "running_sandboxes" in out and "QUOTA" in out, out
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 128 MiB ext4 file system on a loop device (no root reserve), made
+    for the test and removed after it."""
+    image = tmp_path / "fs.img"
+    # A short path: unix socket paths under it must fit in 108 bytes.
+    mnt = tempfile.mkdtemp(prefix="afs")
+    subprocess.run(["truncate", "-s", "128M", str(image)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", str(image)], check=True)
+    subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
+    try:
+        yield str(mnt)
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+        os.rmdir(mnt)
+
+
+def fill(path, leave_mib):
+    """Fill the file system of `path` from outside agentd until `leave_mib`
+    MiB are free (0: until a write fails for lack of space)."""
+    filler = os.path.join(path, f"filler-{time.time_ns()}")
+    st = os.statvfs(path)
+    size = max(0, st.f_bavail * st.f_frsize - leave_mib * (1 << 20))
+    while size > 0 and subprocess.run(["fallocate", "-l", str(size), filler], capture_output=True).returncode != 0:
+        size -= 1 << 20
+    if leave_mib == 0:
+        with open(filler, "ab") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 4096)
+                    f.flush()
+            except OSError:
+                pass
+    return filler
+
+
+def test_a_full_state_directory_is_refused_clearly_and_recovers_by_itself(make_daemon, small_fs):
+    """Finding 3's second half: with the state directory's file system full,
+    every team's requests answered 500 and the database and the sandboxes
+    disagreed.  Now: below the reserve, sandbox starts and uploads are 507
+    with a message; when it is full, writes are 507 too (never 500); nothing
+    acknowledged is lost; the recorded states match the sandboxes again,
+    and it all works again once space returns, without a restart."""
+    run_dir = tempfile.mkdtemp(prefix="r")  # sockets: a short path, off the small file system
+    d = make_daemon(env={"AGENTD_DISK_RESERVE_MB": "24", "AGENTD_RUN_DIR": run_dir}, state_parent=small_fs)
+    api = d.api
+    agent = api.agent()
+    running = api.session(agent["id"])["id"]
+    assert api.exec(running, "echo up")["stdout"] == "up\n"
+    acked = [api.post(f"/v1/sessions/{running}/messages", {"content": f"before {i}"}, expect=202)["seq"]
+             for i in range(3)]
+    idle = api.session(agent["id"])["id"]
+
+    # Below the reserve (8 MiB left, 24 kept).
+    filler = fill(small_fs, 8)
+    r = api.req("POST", f"/v1/sessions/{idle}/exec", json={"command": "true"})
+    assert r.status_code == 507, r.text
+    err = r.json()["error"]
+    assert err["code"] == "insufficient_storage" and "MiB free" in err["message"], err
+    r = api.req("PUT", f"/v1/sessions/{running}/files/content", params={"path": "x.bin"}, data=b"x" * 1024)
+    assert r.status_code == 507, r.text
+    # The session says why its sandbox did not start.
+    assert any(e["kind"] == "error" and e["data"]["code"] == "insufficient_storage" for e in transcript(api, idle))
+    # What runs keeps running, and small writes still land in the reserve.
+    assert api.exec(running, "echo still")["stdout"] == "still\n"
+    acked.append(api.post(f"/v1/sessions/{running}/messages", {"content": "in the reserve"}, expect=202)["seq"])
+    metrics = api.req("GET", "/metrics").text
+    assert "agentd_low_disk_refusals_total" in metrics and "agentd_state_free_bytes" in metrics
+
+    # Completely full: still no 500, only clear answers.
+    filler2 = fill(small_fs, 0)
+    codes = set()
+    for _ in range(20):
+        r = api.req("POST", f"/v1/sessions/{running}/messages", json={"content": "x" * 4000})
+        codes.add(r.status_code)
+        if r.status_code == 202:
+            acked.append(r.json()["seq"])
+    r = api.req("POST", "/v1/sessions", json={"agent_id": agent["id"]})
+    codes.add(r.status_code)
+    r = api.req("POST", f"/v1/sessions/{running}/sandbox/stop")
+    codes.add(r.status_code)
+    assert codes <= {200, 201, 202, 507}, codes
+    assert 507 in codes, codes
+    assert api.req("GET", f"/v1/sessions/{running}").status_code == 200
+
+    # Space returns: everything works again without a restart.
+    os.unlink(filler2)
+    os.unlink(filler)
+    assert api.exec(idle, "echo back")["stdout"] == "back\n"
+    r = api.req("PUT", f"/v1/sessions/{running}/files/content", params={"path": "x.bin"}, data=b"x" * 1024)
+    assert r.status_code == 201, r.text
+    acked.append(api.post(f"/v1/sessions/{running}/messages", {"content": "after"}, expect=202)["seq"])
+    # Nothing acknowledged was lost.
+    seqs = {e["seq"] for e in transcript(api, running)}
+    assert set(acked) <= seqs, (acked, sorted(seqs))
+    # The recorded sandbox states agree with the sandboxes (a stop whose
+    # record the full disk refused is recorded by the reconciliation).
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        agree = all(api.get(f"/v1/sessions/{s}")["sandbox_state"] == api.get(f"/v1/sessions/{s}/sandbox")["state"]
+                    for s in (running, idle))
+        if agree:
+            break
+        time.sleep(0.5)
+    assert agree, [(api.get(f"/v1/sessions/{s}")["sandbox_state"], api.get(f"/v1/sessions/{s}/sandbox")["state"])
+                   for s in (running, idle)]
+    d.stop()
+    shutil.rmtree(run_dir, ignore_errors=True)
