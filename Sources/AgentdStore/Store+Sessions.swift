@@ -400,11 +400,16 @@ extension Store {
             var cap: Int?
         }
         var candidates: [String: Candidate] = [:]
+        // Per team an index seek (state, team_id, created_at): a GROUP BY
+        // over the queued runs would read the whole backlog on every claim.
         for row in try Row.fetchAll(db.cachedStatement(sql: """
-            SELECT team_id, MIN(created_at) AS oldest FROM runs WHERE state = 'queued' GROUP BY team_id
+            SELECT t.id AS team_id, (SELECT MIN(r.created_at) FROM runs r
+                                     WHERE r.state = 'queued' AND r.team_id = t.id) AS oldest
+            FROM teams t
             """)) {
+            guard let oldest = row["oldest"] as Int64? else { continue }
             let team: String = row["team_id"]
-            candidates[team] = Candidate(team: team, oldest: row["oldest"])
+            candidates[team] = Candidate(team: team, oldest: oldest)
         }
         guard !candidates.isEmpty else { return nil }
         for row in try Row.fetchAll(db.cachedStatement(sql: """

@@ -179,7 +179,9 @@ public final class Worker: Sendable {
             }
             // Cancellation: in memory at once, from the store every 0.5 s.
             group.addTask {
-                var n = 0
+                // The driver checked the store as it began: the first look
+                // here comes with the next poll of the store.
+                var n = 1
                 while !Task.isCancelled {
                     if userCancel.isSet { return .cancelled }
                     if n % 5 == 0, (try? await self.store.isCancelRequested(runID: run.id)) == true { return .cancelled }
@@ -222,8 +224,9 @@ public final class Worker: Sendable {
         }
         var events: [NewEvent] = []
         // Calls left without a result (cancelled or failed mid-tool) get one,
-        // so the transcript stays a valid conversation for the next run.
-        if let mine = try? await store.events(runID: run.id) {
+        // so the transcript stays a valid conversation for the next run (a
+        // run that succeeded ended on an answer: it has none).
+        if state != .succeeded, let mine = try? await store.events(runID: run.id) {
             for call in Transcript.unanswered(mine, runID: run.id) {
                 let id = call.data["id"]?.stringValue ?? ""
                 events.append(NewEvent(kind: .toolResult, runID: run.id, data: .object([
