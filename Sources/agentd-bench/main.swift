@@ -104,6 +104,48 @@ final class InstantModel: Sendable {
     var count: Int { arrivals.withLock { $0.count } }
 }
 
+// MARK: a daemon in this process
+
+/// The real store, backend and services on a scratch state directory with
+/// the `minimal` image, and an admin identity: what the worker benchmarks
+/// drive (no HTTP in between).
+struct BenchDaemon {
+    let logger: Logger
+    let backend: LinuxSandboxBackend
+    let store: Store
+    let services: Services
+    let admin: Identity
+
+    static func open(stateDir: String, imageDir: String, netnsPool: Int = 8, warm: Int = 2) async throws -> BenchDaemon {
+        var logger = Logger(label: "bench")
+        logger.logLevel = .error
+        try? FileManager.default.removeItem(atPath: stateDir)
+        try FileManager.default.createDirectory(atPath: stateDir + "/images", withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: stateDir + "/images/minimal", withDestinationPath: imageDir)
+        let backend = try await LinuxSandboxBackend.open(
+            config: LinuxSandboxConfig(stateDirectory: stateDir, cgroupParent: "agentd-bench-\(getpid())",
+                                       networkNamespacePool: netnsPool, warmPool: warm, spareRoots: warm),
+            logger: logger)
+        let store = try Store(path: stateDir + "/agentd.db", logger: logger)
+        let services = Services(
+            config: CoreConfig(stateDirectory: stateDir, defaultImage: "minimal", hostMemoryBytes: 1 << 34, hostCPUs: 2),
+            store: store, backend: backend, secretBox: try SecretBox.open(keyFile: stateDir + "/secret.key"),
+            version: "bench", logger: logger)
+        _ = try await services.auth.bootstrap(adminKeyPath: stateDir + "/admin.key")
+        let key = try String(contentsOfFile: stateDir + "/admin.key", encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        guard let admin = try await services.auth.authenticate(key) else { throw ValidationError("no admin") }
+        return BenchDaemon(logger: logger, backend: backend, store: store, services: services, admin: admin)
+    }
+
+    /// Destroy the sandboxes, close the backend, remove the state directory.
+    func close(stateDir: String) async {
+        for s in (try? await backend.list()) ?? [] { try? await backend.destroy(s.id) }
+        await backend.close()
+        try? FileManager.default.removeItem(atPath: stateDir)
+    }
+}
+
 // MARK: runs
 
 struct RunsBench: AsyncParsableCommand {
@@ -117,29 +159,11 @@ struct RunsBench: AsyncParsableCommand {
     @Option(help: "Scratch state directory.") var stateDir = "/tmp/agentd-bench-runs"
 
     func run() async throws {
-        var logger = Logger(label: "bench")
-        logger.logLevel = .error
-        try? FileManager.default.removeItem(atPath: stateDir)
-        try FileManager.default.createDirectory(atPath: stateDir + "/images", withIntermediateDirectories: true)
-        try FileManager.default.createSymbolicLink(atPath: stateDir + "/images/minimal", withDestinationPath: imageDir)
-
+        let d = try await BenchDaemon.open(stateDir: stateDir, imageDir: imageDir)
+        let (logger, backend, store, services, admin) = (d.logger, d.backend, d.store, d.services, d.admin)
         let model = InstantModel()
         let (port, upstream) = try await model.start()
         let gateway = GatewayClient(config: GatewayConfig(url: "http://127.0.0.1:\(port)/v1", key: nil), logger: logger)
-
-        let backend = try await LinuxSandboxBackend.open(
-            config: LinuxSandboxConfig(stateDirectory: stateDir, cgroupParent: "agentd-bench-\(getpid())",
-                                       networkNamespacePool: 8),
-            logger: logger)
-        let store = try Store(path: stateDir + "/agentd.db", logger: logger)
-        let services = Services(
-            config: CoreConfig(stateDirectory: stateDir, defaultImage: "minimal", hostMemoryBytes: 1 << 34, hostCPUs: 2),
-            store: store, backend: backend, secretBox: try SecretBox.open(keyFile: stateDir + "/secret.key"),
-            version: "bench", logger: logger)
-        _ = try await services.auth.bootstrap(adminKeyPath: stateDir + "/admin.key")
-        let key = try String(contentsOfFile: stateDir + "/admin.key", encoding: .utf8)
-            .trimmingCharacters(in: .whitespacesAndNewlines)
-        guard let admin = try await services.auth.authenticate(key) else { throw ValidationError("no admin") }
 
         // Baseline: the same upstream, the same client, called directly with
         // a request of a mid-run size.
@@ -212,10 +236,8 @@ struct RunsBench: AsyncParsableCommand {
 
         workerTask.cancel()
         await workerTask.value
-        for s in try await backend.list() { try? await backend.destroy(s.id) }
-        await backend.close()
+        await d.close(stateDir: stateDir)
         upstream.cancel()
-        try? FileManager.default.removeItem(atPath: stateDir)
 
         let b50 = percentile(baseline, 50), b99 = percentile(baseline, 99)
         let s50 = percentile(stepGaps, 50), s99 = percentile(stepGaps, 99)
@@ -250,27 +272,11 @@ struct QueueBench: AsyncParsableCommand {
     @Option(help: "Scratch state directory.") var stateDir = "/tmp/agentd-bench-queue"
 
     func run() async throws {
-        var logger = Logger(label: "bench")
-        logger.logLevel = .error
-        try? FileManager.default.removeItem(atPath: stateDir)
-        try FileManager.default.createDirectory(atPath: stateDir + "/images", withIntermediateDirectories: true)
-        try FileManager.default.createSymbolicLink(atPath: stateDir + "/images/minimal", withDestinationPath: imageDir)
+        // One-step runs use no sandbox: a backend that is never asked, without pools.
+        let d = try await BenchDaemon.open(stateDir: stateDir, imageDir: imageDir, netnsPool: 0, warm: 0)
+        let (logger, backend, store, services, admin) = (d.logger, d.backend, d.store, d.services, d.admin)
         let model = InstantModel()
         let (port, upstream) = try await model.start()
-        // One-step runs use no sandbox: a backend that is never asked.
-        let backend = try await LinuxSandboxBackend.open(
-            config: LinuxSandboxConfig(stateDirectory: stateDir, cgroupParent: "agentd-bench-\(getpid())",
-                                       networkNamespacePool: 0, warmPool: 0, spareRoots: 0),
-            logger: logger)
-        let store = try Store(path: stateDir + "/agentd.db", logger: logger)
-        let services = Services(
-            config: CoreConfig(stateDirectory: stateDir, defaultImage: "minimal", hostMemoryBytes: 1 << 34, hostCPUs: 2),
-            store: store, backend: backend, secretBox: try SecretBox.open(keyFile: stateDir + "/secret.key"),
-            version: "bench", logger: logger)
-        _ = try await services.auth.bootstrap(adminKeyPath: stateDir + "/admin.key")
-        let key = try String(contentsOfFile: stateDir + "/admin.key", encoding: .utf8)
-            .trimmingCharacters(in: .whitespacesAndNewlines)
-        guard let admin = try await services.auth.authenticate(key) else { throw ValidationError("no admin") }
         let teamA = try await services.auth.createTeam(admin, name: "team-a")
         let teamB = try await services.auth.createTeam(admin, name: "team-b")
         func agent(_ team: String, _ model: String) async throws -> Agent {
@@ -349,9 +355,8 @@ struct QueueBench: AsyncParsableCommand {
         loaded.cancel()
         await loaded.value
 
-        await backend.close()
+        await d.close(stateDir: stateDir)
         upstream.cancel()
-        try? FileManager.default.removeItem(atPath: stateDir)
 
         print("| backlog of \(runs) one-step runs (instant model), worker concurrency \(concurrency) | "
               + "\(Int(Double(runs) / wall)) runs/s | drained in \(f2(wall)) s, \(f2(cpu)) s of CPU "
