@@ -103,10 +103,14 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            // The dashboard's assets are compiled in as DashboardAssets.swift
-            // (scripts/embed-dashboard); the files here are its sources.
-            exclude: ["openapi.json", "Dashboard"]
+            // The dashboard's assets (Dashboard/) are compiled in at build
+            // time by the DashboardAssets plugin.
+            exclude: ["openapi.json", "Dashboard"],
+            plugins: ["DashboardAssets"]
         ),
+        // The build tool and plugin that embed the dashboard's assets.
+        .executableTarget(name: "embed-dashboard"),
+        .plugin(name: "DashboardAssets", capability: .buildTool(), dependencies: ["embed-dashboard"]),
         .executableTarget(
             name: "agentd",
             dependencies: [

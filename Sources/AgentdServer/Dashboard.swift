@@ -9,7 +9,7 @@ import FoundationEssentials
 import Foundation
 #endif
 
-/// The web dashboard: its assets (compiled in, see scripts/embed-dashboard)
+/// The web dashboard: its assets (compiled in at build time by the DashboardAssets plugin)
 /// and its sign-in routes.  The dashboard is a client of the same /v1 API as
 /// agentctl; a signed-in browser is authenticated by the `agentd_ui` cookie
 /// (HttpOnly, SameSite=Strict) instead of a bearer key, and its
