@@ -138,10 +138,13 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ]
         ),
+        // The benchmarks: ArgumentParser commands over shared statistics.
+        .target(name: "BenchSupport"),
         .executableTarget(
             name: "sandbox-bench",
             dependencies: [
-                "SandboxKit", "LinuxSandbox", .product(name: "Logging", package: "swift-log"),
+                "SandboxKit", "LinuxSandbox", "BenchSupport", .product(name: "Logging", package: "swift-log"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
@@ -149,7 +152,7 @@ let package = Package(
         .executableTarget(
             name: "agentd-bench",
             dependencies: [
-                "AgentdCore", "AgentdModel", "AgentdStore", "AgentdWorker", "LinuxSandbox", "SandboxKit",
+                "AgentdCore", "AgentdModel", "AgentdStore", "AgentdWorker", "LinuxSandbox", "SandboxKit", "BenchSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),

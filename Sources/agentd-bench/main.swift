@@ -12,6 +12,7 @@ import AgentdModel
 import AgentdStore
 import AgentdWorker
 import ArgumentParser
+import BenchSupport
 import Foundation
 import Hummingbird
 import LinuxSandbox
@@ -26,21 +27,6 @@ struct Bench: AsyncParsableCommand {
         commandName: "agentd-bench", abstract: "agentd's benchmarks.",
         subcommands: [RunsBench.self, QueueBench.self, AppendsBench.self, Populate.self, Hello.self])
 }
-
-// MARK: statistics
-
-func percentile(_ xs: [Double], _ p: Double) -> Double {
-    guard !xs.isEmpty else { return .nan }
-    let s = xs.sorted()
-    let i = min(s.count - 1, max(0, Int((p / 100 * Double(s.count - 1)).rounded())))
-    return s[i]
-}
-
-func ms(_ d: Duration) -> Double {
-    Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15
-}
-
-func f2(_ x: Double) -> String { String(format: "%.2f", x) }
 
 // MARK: an instant upstream model
 

@@ -2,7 +2,7 @@
 // measured side by side in one run, and the host memory of many sandboxes.
 //
 //   swift run -c release sandbox-bench --image-dir DIR [--runs 500] [--concurrent 200] [--warm-pool 2]
-//                                      [--allow-32bit]
+//                                      [--allow-32bit]          (--help: every option)
 //
 // Three backends run side by side with bubblewrap: agentd as configured by
 // default (warm shells and spare roots), without warm shells (every start
@@ -14,6 +14,8 @@
 // then go cold, which is the pool-off row).
 //
 // Prints a Markdown table (BENCHMARKS.md records it with the command).
+import ArgumentParser
+import BenchSupport
 import CAgentdSandbox
 import LinuxSandbox
 import Logging
@@ -24,75 +26,35 @@ import SandboxKit
 import Glibc
 #endif
 
-struct Options {
-    var imageDir = ""
-    var stateDir = "/tmp/agentd-bench"
+struct Options: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sandbox-bench",
+        abstract: "agentd's sandbox start and exec latency beside bubblewrap's, and the memory of many sandboxes.")
+
+    @Option(help: "A root filesystem with /bin/true (rootfs/build minimal), absolute.") var imageDir: String
+    @Option(help: "Scratch state directories go under this one.") var stateDir = "/tmp/agentd-bench"
     /// Sockets and runtime records; agentd's is /run/agentd, a tmpfs.
-    var runDir = ""
-    var runs = 500
-    var concurrent = 200
-    var bwrap = "/usr/bin/bwrap"
-    var cgroupDriver = "auto"
+    @Option(help: "Where sockets go (default: under the state directory).") var runDir = ""
+    @Option(help: "Timed starts per configuration.") var runs = 500
+    @Option(help: "Sandboxes running at once for the memory figure (0: skip).") var concurrent = 200
+    @Option(help: "The bubblewrap to compare with.") var bwrap = "/usr/bin/bwrap"
+    @Option(help: "auto, v2, v1 or none.") var cgroupDriver = "auto"
     /// "nio": Swift concurrency on NIO's event loops, as agentd runs it;
     /// "default": the Swift runtime's own thread pool.
-    var executor = "nio"
-    var warmPool = 2
-    var spareRoots = 2
+    @Option(help: "nio (Swift concurrency on NIO's event loops, as agentd runs) or default.") var executor = "nio"
+    @Option(help: "Warm shells of the default configuration.") var warmPool = 2
+    @Option(help: "Spare roots of the default configuration.") var spareRoots = 2
     /// The seccomp filter with the 32-bit ABIs (agentd's `allow_32bit`).
-    var allow32Bit = false
+    @Flag(name: .customLong("allow-32bit"), help: "The seccomp filter with the 32-bit ABIs.") var allow32Bit = false
 
-    static func parse() -> Options {
-        var o = Options()
-        var args = CommandLine.arguments.dropFirst()
-        while let a = args.popFirst() {
-            switch a {
-            case "--image-dir": o.imageDir = args.popFirst() ?? ""
-            case "--state-dir": o.stateDir = args.popFirst() ?? o.stateDir
-            case "--run-dir": o.runDir = args.popFirst() ?? o.runDir
-            case "--runs": o.runs = Int(args.popFirst() ?? "") ?? o.runs
-            case "--concurrent": o.concurrent = Int(args.popFirst() ?? "") ?? o.concurrent
-            case "--bwrap": o.bwrap = args.popFirst() ?? o.bwrap
-            case "--cgroup-driver": o.cgroupDriver = args.popFirst() ?? o.cgroupDriver
-            case "--executor": o.executor = args.popFirst() ?? o.executor
-            case "--warm-pool": o.warmPool = Int(args.popFirst() ?? "") ?? o.warmPool
-            case "--spare-roots": o.spareRoots = Int(args.popFirst() ?? "") ?? o.spareRoots
-            case "--allow-32bit": o.allow32Bit = true
-            default:
-                complain("usage: sandbox-bench --image-dir DIR [--runs N] [--concurrent N] [--state-dir DIR] [--run-dir DIR] "
-                         + "[--bwrap PATH] [--cgroup-driver auto|v2|v1|none] [--executor nio|default] [--warm-pool N] [--spare-roots N] [--allow-32bit]")
-                exit(2)
-            }
+    func validate() throws {
+        guard imageDir.hasPrefix("/") else {
+            throw ValidationError("--image-dir must be an absolute path to a root filesystem")
         }
-        guard o.imageDir.hasPrefix("/") else {
-            complain("sandbox-bench: --image-dir must be an absolute path to a root filesystem")
-            exit(2)
-        }
-        return o
     }
 }
 
-func complain(_ s: String) {
-    let line = Array((s + "\n").utf8)
-    _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
-}
-
-func now() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-}
-
-struct Samples {
-    var ns: [UInt64] = []
-    mutating func add(_ v: UInt64) { ns.append(v) }
-    func percentile(_ p: Double) -> Double {
-        let s = ns.sorted()
-        guard !s.isEmpty else { return 0 }
-        let i = min(s.count - 1, Int((Double(s.count) * p).rounded(.up)) - 1)
-        return Double(s[max(0, i)]) / 1e6
-    }
-    var mean: Double { ns.isEmpty ? 0 : Double(ns.reduce(0, +)) / Double(ns.count) / 1e6 }
-}
+func now() -> UInt64 { nowNanoseconds() }
 
 func fmt(_ ms: Double) -> String {
     let v = (ms * 1000).rounded() / 1000
@@ -142,7 +104,12 @@ func dropCaches() {
 @main
 struct Bench {
     static func main() async throws {
-        let o = Options.parse()
+        let o: Options
+        do {
+            o = try Options.parse()
+        } catch {
+            Options.exit(withError: error)
+        }
         // agentd puts Swift concurrency on NIO's event loops (Agentd.main);
         // measure the sandbox layer the way it runs there.
         let onEventLoops = o.executor == "nio"
