@@ -193,7 +193,7 @@ public final class SessionService: Sendable {
         let spec = AgentService.sandboxSpec(agent, hostname: hostname(s))
         do {
             let status: SandboxStatus
-            if let existing = try? await backend.status(sid) {
+            if let existing = try await existingSandbox(sid) {
                 status = existing
                 if existing.state == .stopped {
                     try await refuseWhenLowOnDisk(s)
@@ -230,6 +230,17 @@ public final class SessionService: Sendable {
         } catch let e as SandboxError {
             if e.kind == .system { logger.error("sandbox failed", metadata: ["session": "\(s.id)", "error": "\(e)"]) }
             throw AgentdError.from(e)
+        }
+    }
+
+    /// The session's sandbox, or nil when it has none yet.  Only "not
+    /// found" means none: any other failure of the backend is an error, not
+    /// a reason to make a new sandbox or to report "none".
+    func existingSandbox(_ sid: SandboxID) async throws -> SandboxStatus? {
+        do {
+            return try await backend.status(sid)
+        } catch let e as SandboxError where e.kind == .notFound {
+            return nil
         }
     }
 
@@ -440,7 +451,7 @@ public final class SessionService: Sendable {
     public func sandboxInfo(_ caller: Identity, id: String) async throws -> SandboxInfo {
         let s = try await get(caller, id: id)
         let sid = try Self.sandboxID(s)
-        guard let st = try? await backend.status(sid) else {
+        guard let st = try await existingSandbox(sid) else {
             let agent = try await store.agent(id: s.agentID, teamID: nil)
             return SandboxInfo(state: "none", image: agent?.sandbox.image ?? "", limits: nil, usage: nil, startedAt: nil,
                                idleStopAt: nil)
@@ -472,7 +483,7 @@ public final class SessionService: Sendable {
                 _ = try await ensureRunning(s)
                 await leases.touch(s.id)
             case "stop":
-                if (try? await backend.status(sid)) != nil {
+                if try await existingSandbox(sid) != nil {
                     try await backend.stop(sid)
                     try await sandboxChanged(s.id, "stopped", reason: "stopped")
                 }
@@ -483,7 +494,7 @@ public final class SessionService: Sendable {
                 try await backend.resume(sid)
                 try await sandboxChanged(s.id, "running", reason: "resumed")
             case "restart":
-                if (try? await backend.status(sid)) != nil {
+                if try await existingSandbox(sid) != nil {
                     try await backend.stop(sid)
                     try await sandboxChanged(s.id, "stopped", reason: "restarting")
                 }

@@ -248,8 +248,10 @@ int agentd_netns_listen(int pidfd, uint32_t addr_be, uint16_t port);
 int agentd_pidfd_open(pid_t pid);
 int agentd_pidfd_signal(int pidfd, int sig);
 
-/* openat2(2) with RESOLVE_IN_ROOT|RESOLVE_NO_MAGICLINKS: open `path` as seen
- * from the root directory `rootfd`, never escaping it.  -1 with errno. */
+/* openat2(2) with RESOLVE_BENEATH|RESOLVE_NO_MAGICLINKS: open `path` relative
+ * to the directory `rootfd`, never escaping it: a `..`, an absolute path or an
+ * absolute symlink that would leave it fails (EXDEV), as do /proc magic links
+ * (ELOOP).  -1 with errno. */
 int agentd_open_in_root(int rootfd, const char *path, int flags, unsigned int mode);
 
 /* Send a message with file descriptors attached (SCM_RIGHTS). */
