@@ -345,3 +345,32 @@ def test_a_full_state_directory_is_refused_clearly_and_recovers_by_itself(make_d
                    for s in (running, idle)]
     d.stop()
     shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def test_one_teams_backlog_does_not_hold_back_another_team(make_daemon, scripted):
+    """Finding 4's second half: the worker served runs in claim order, so one
+    team's backlog delayed every other team's next turn by all of it.  Team
+    A queues 300 runs; team B's one run, sent after them, is done while
+    nearly all of A's still wait."""
+    d = make_daemon(env=gateway_env(f"http://127.0.0.1:{scripted[0]}/v1"))
+    admin = d.api
+    _, a = team_with_owner(admin, "backlogged")
+    _, b = team_with_owner(admin, "patient")
+    agent_a = a.agent(name="busy")
+    sessions = [a.session(agent_a["id"])["id"] for _ in range(300)]
+    for sid in sessions:
+        a.post(f"/v1/sessions/{sid}/messages", {"content": "backlog"}, expect=202)
+    sb = b.session(b.agent(name="quick")["id"])["id"]
+    t0 = time.time()
+    run = b.post(f"/v1/sessions/{sb}/messages", {"content": "my turn"}, expect=202)
+    done = wait_run(b, sb, run["run_id"], timeout=60)
+    waited = time.time() - t0
+    assert done["state"] == "succeeded", done
+    left = a.get(f"/v1/teams/{a.get('/v1/teams')['data'][0]['id']}")["usage"]["queued_runs"]
+    assert left >= 250, (left, waited)
+    # All of A's runs still finish.
+    deadline = time.time() + 240
+    while time.time() < deadline and a.get(f"/v1/teams/{a.get('/v1/teams')['data'][0]['id']}")["usage"]["queued_runs"]:
+        time.sleep(1)
+    for sid in sessions[:5] + sessions[-5:]:
+        assert a.get(f"/v1/sessions/{sid}")["status"] == "idle"
