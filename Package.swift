@@ -138,6 +138,8 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ]
         ),
+        // An in-memory SandboxBackend for tests of what sits above it.
+        .target(name: "SandboxKitTesting", dependencies: ["SandboxKit"]),
         // The benchmarks: ArgumentParser commands over shared statistics.
         .target(name: "BenchSupport"),
         .executableTarget(
@@ -165,6 +167,16 @@ let package = Package(
         .testTarget(name: "AgentdStoreTests", dependencies: ["AgentdStore", "AgentdModel"]),
         .testTarget(name: "AgentdWorkerTests", dependencies: ["AgentdWorker", "AgentdModel"]),
         .testTarget(name: "AgentdCoreTests", dependencies: ["AgentdCore", "AgentdStore", "AgentdModel"]),
+        // The HTTP API in process over the in-memory backend (no root).
+        .testTarget(
+            name: "AgentdServerTests",
+            dependencies: [
+                "AgentdServer", "AgentdCore", "AgentdStore", "AgentdModel", "SandboxKit", "SandboxKitTesting",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .testTarget(
             name: "LinuxSandboxTests",
             dependencies: ["SandboxKit", "LinuxSandbox", "CAgentdSandbox"]
