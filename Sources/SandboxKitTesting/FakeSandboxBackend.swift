@@ -48,6 +48,13 @@ public actor FakeSandboxBackend: SandboxBackend {
         stops.yield(UnexpectedStop(id: id, cause: cause, message: message))
     }
 
+    /// The sandbox stops and nobody is told (what a lost write leaves behind:
+    /// the backend and the record disagree).
+    public func stopSilently(_ id: SandboxID) {
+        sandboxes[id]?.state = .stopped
+        sandboxes[id]?.startedAt = nil
+    }
+
     public func info() async -> BackendInfo {
         BackendInfo(name: "fake", cgroupDriver: "none", seccomp: "none", userNamespaces: false, images: images,
                     notes: ["an in-memory backend for tests"])

@@ -198,4 +198,32 @@ func code(_ body: [String: Any]) -> String? { (body["error"] as? [String: Any])?
             #expect(session.body["sandbox_state"] as? String == "stopped")
         }
     }
+
+    /// A state the database did not record (a write the full disk refused)
+    /// is recorded by the reconciliation once it is seen twice, and the
+    /// team's running share is released with it.
+    @Test func reconciliationRecordsWhatWentUnrecorded() async throws {
+        let h = try await APIHarness.make()
+        defer { h.remove() }
+        try await h.app().test(.router) { client in
+            let agent = try await client.call(.post, "/v1/agents", key: h.adminKey, json: #"{"name": "a", "model": "m"}"#)
+            let agentID = try #require(agent.body["id"] as? String)
+            let s = try await client.call(.post, "/v1/sessions", key: h.adminKey, json: #"{"agent_id": "\#(agentID)"}"#)
+            let sid = try #require(s.body["id"] as? String)
+            _ = try await client.call(.post, "/v1/sessions/\(sid)/exec", key: h.adminKey, json: #"{"command": "true"}"#)
+            await h.backend.stopSilently(try SandboxID(sid))
+            #expect(try await client.call(.get, "/v1/sessions/\(sid)", key: h.adminKey).body["sandbox_state"] as? String
+                    == "running")
+            await h.services.sessions.reconcileSandboxStates()  // seen once: could be a stop in progress
+            #expect(try await client.call(.get, "/v1/sessions/\(sid)", key: h.adminKey).body["sandbox_state"] as? String
+                    == "running")
+            await h.services.sessions.reconcileSandboxStates()  // seen twice: recorded
+            #expect(try await client.call(.get, "/v1/sessions/\(sid)", key: h.adminKey).body["sandbox_state"] as? String
+                    == "stopped")
+            let events = try await h.services.store.events(sessionID: sid, after: 0, limit: 100)
+            #expect(events.contains { $0.kind == .sandboxStatus && $0.data["reason"]?.stringValue == "reconciled" })
+            let team = try #require(await h.services.store.teams().first?.id)
+            #expect(await h.services.sessions.sandboxUsage(team: team).count == 0)
+        }
+    }
 }
