@@ -76,7 +76,9 @@ class Browser:
         self.driver.get(f"{self.base}/ui/{fragment}")
 
     def wait(self, cond, timeout=20):
-        return WebDriverWait(self.driver, timeout).until(cond)
+        # A condition that read an element the page has since redrawn is
+        # tried again, not a failure (views redraw when their data arrives).
+        return WebDriverWait(self.driver, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(cond)
 
     def find(self, css, timeout=20):
         return self.wait(EC.visibility_of_element_located((By.CSS_SELECTOR, css)), timeout)
@@ -468,7 +470,7 @@ def test_sessions_page_is_paged_filtered_and_searched_on_the_server(dash, browse
     b.text_in("main table", "the needle")
     # Filter by agent.
     b.open("#/sessions")
-    Select(b.find("form.filters select[name=agent]")).select_by_visible_text("second-agent")
+    b.stable(lambda: Select(b.find("form.filters select[name=agent]")).select_by_visible_text("second-agent"))
     b.click("Filter")
     b.wait(lambda d: len(rows()) == 1 and "second-agent" in rows()[0].text)
     b.shot("08-sessions")
