@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import AGENTD, kill_cgroup_tree, transcript, wait_run
+from conftest import AGENTD, CGROUP_ROOTS, kill_cgroup_tree, transcript, wait_run
 from test_runs import gateway_env
 
 # The idle stopper looks every 5 s; with idle_stop_seconds = 2 a sandbox
@@ -101,8 +101,10 @@ def test_instances_never_touch_each_others_sandboxes(make_daemon, image_dir):
     parent here, as they do agentd's default one on a host."""
     shared = f"agentd-e2e-shared-{os.getpid()}-{time.time_ns() % 10**9}"
     other_state = tempfile.mkdtemp(prefix="agentd-e2e-run-")
+    daemons = []
     try:
         a = make_daemon(env={"AGENTD_CGROUP_PARENT": shared})
+        daemons.append(a)
         api = a.api
         sid = api.session(api.agent()["id"])["id"]
         assert api.exec(sid, "echo alive > /tmp/marker; sleep 3601 >/dev/null 2>&1 &")["exit_code"] == 0
@@ -125,6 +127,7 @@ def test_instances_never_touch_each_others_sandboxes(make_daemon, image_dir):
         # A second daemon: it starts (recovery), runs a sandbox, dies by
         # kill -9, starts again (recovery of its own leftovers), stops.
         b = make_daemon(env={"AGENTD_CGROUP_PARENT": shared})
+        daemons.append(b)
         untouched("second daemon's start")
         bsid = b.api.session(b.api.agent()["id"])["id"]
         assert b.api.exec(bsid, "echo b")["stdout"] == "b\n"
@@ -152,8 +155,14 @@ def test_instances_never_touch_each_others_sandboxes(make_daemon, image_dir):
         # And it starts again on the next use.
         assert api.exec(sid, "echo back")["stdout"] == "back\n"
     finally:
+        # The daemons first: a running one refills its warm pool under the
+        # shared parent (their own parents are cleaned by the fixture).
+        for d in daemons:
+            d.stop(signal.SIGKILL)
         kill_cgroup_tree(shared)
         shutil.rmtree(other_state, ignore_errors=True)
+        left = [r for r in CGROUP_ROOTS if os.path.isdir(os.path.join(r, shared))]
+        assert not left, f"cgroups left behind: {left}"
 
 
 def team_with_owner(api, name):
