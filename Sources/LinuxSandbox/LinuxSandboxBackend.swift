@@ -414,6 +414,15 @@ public actor LinuxSandboxBackend: SandboxBackend {
         stateLock.release()
     }
 
+    /// `shutdown()`, and remove the cgroup parent if nothing (of any agentd)
+    /// is left in it: what `agentd sandbox run` ends with.
+    public func shutdown(removingEmptyCgroupParent: Bool) {
+        if removingEmptyCgroupParent && !entries.values.contains(where: { $0.runtime != nil }) {
+            cgroups.removeParentIfEmpty()
+        }
+        shutdown()
+    }
+
     /// Stop every sandbox, remove the cgroup parent and release everything:
     /// what `agentd sandbox run`, the tests and the benchmark end with.
     public func close() async {

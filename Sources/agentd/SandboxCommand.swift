@@ -65,6 +65,10 @@ struct SandboxRun: AsyncParsableCommand {
     @Option(name: .customLong("cgroup-driver"), help: "auto, v2, v1 or none.")
     var cgroupDriver: String = "auto"
 
+    @Option(name: .customLong("cgroup-parent"),
+            help: "The cgroup the sandbox goes under (default: $AGENTD_CGROUP_PARENT, else as agentd serve).")
+    var cgroupParent: String?
+
     @Argument(parsing: .captureForPassthrough, help: "The command and its arguments (after --).")
     var command: [String] = []
 
@@ -105,8 +109,10 @@ struct SandboxRun: AsyncParsableCommand {
         do {
             backend = try await LinuxSandboxBackend.open(
                 config: LinuxSandboxConfig(stateDirectory: state.resolvedStateDir, runDirectory: state.resolvedRunDir,
-                                           cgroupDriver: cgroupDriver, networkNamespacePool: 0, warmPool: 0,
-                                           spareRoots: 0, allow32Bit: allow32Bit),
+                                           cgroupDriver: cgroupDriver,
+                                           cgroupParent: cgroupParent
+                                               ?? getenv("AGENTD_CGROUP_PARENT").map { String(cString: $0) } ?? "auto",
+                                           networkNamespacePool: 0, warmPool: 0, spareRoots: 0, allow32Bit: allow32Bit),
                 logger: logger)
         } catch let e as SandboxError {
             fail(e.message)
@@ -153,11 +159,14 @@ struct SandboxRun: AsyncParsableCommand {
             }
         } catch let e as SandboxError {
             try? await backend.destroy(id)
-            await backend.shutdown()
+            await backend.shutdown(removingEmptyCgroupParent: true)
             fail(e.message, code: e.kind == .notFound ? 127 : 125)
         }
+        // Not close(): sandboxes of this state directory that a stopped
+        // daemon left running (and this run adopted) must keep running.  The
+        // cgroup parent goes if this run was the last thing in it.
         try? await backend.destroy(id)
-        await backend.shutdown()
+        await backend.shutdown(removingEmptyCgroupParent: true)
         throw ExitCode(code)
     }
 }
